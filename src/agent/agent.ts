@@ -1,0 +1,225 @@
+// The agent's life: serve the command API at once, find the conductor (lookup), heartbeat, and
+// start over after a simulated reboot (--power none), as a freshly booted ramdisk would.
+import { hostname } from 'node:os';
+import { promises as fs } from 'node:fs';
+import type { Config } from './config.js';
+import { Executor } from './executor.js';
+import { LocalHost, type Host, type PowerAction } from './host/host.js';
+import type { AgentLogging, Logger } from './log.js';
+import { AgentState } from './state.js';
+import { HardwareManagers } from './hardware/managers.js';
+import { genericHardwareManager } from './hardware/generic-manager.js';
+import { listInterfaces } from './hardware/network-interfaces.js';
+import type { Services } from './services.js';
+import { ApiListener } from './api/listener.js';
+import type { TlsMaterial } from './api/server.js';
+import { cleanCommands } from './extensions/clean.js';
+import { deployCommands } from './extensions/deploy.js';
+import { standbyCommands } from './extensions/standby.js';
+import { logCommands } from './extensions/log.js';
+import { IronicClient } from './ironic-client.js';
+import { lookupNode } from './lookup.js';
+import { Heartbeater } from './heartbeat.js';
+import { detectAdvertiseHost, formatCallbackUrl } from './advertise.js';
+import { loadOrCreateCertificate } from './tls.js';
+import { FERRUM_VERSION, IPA_COMPAT_VERSION } from './version.js';
+import { API_VERSION_AGENT_VERIFY_CA, compareApiVersions } from '../protocol/ironic-api.js';
+import type { AgentStatus } from '../protocol/api-root.js';
+
+export class Agent {
+  readonly state: AgentState;
+  readonly host: Host;
+  readonly executor: Executor;
+  readonly services: Services;
+  readonly startedAt = Date.now() / 1000;
+  private readonly log: Logger;
+  private readonly listener: ApiListener;
+  private client: IronicClient | null = null;
+  private heartbeater: Heartbeater | null = null;
+  private advertiseHost: string | null = null;
+  private rebootRequested: (() => void) | null = null;
+  private stopped = false;
+  private lifecycle: Promise<void> | null = null;
+  private readonly abort = new AbortController();
+  /** Lookups after the first one wait as long as it takes: the "machine" is off until Ironic boots it. */
+  private rebooted = false;
+
+  constructor(
+    readonly config: Config,
+    logging: AgentLogging,
+    host?: Host,
+  ) {
+    this.log = logging.logger;
+    this.state = new AgentState(config.agentToken, config.standalone);
+    this.host =
+      host ??
+      new LocalHost({
+        sysRoot: config.sysRoot,
+        devices: config.devices,
+        power: config.power,
+        log: this.log.child({ part: 'host' }),
+        onSimulatedPower: (action) => this.onSimulatedPower(action),
+      });
+    this.executor = new Executor(this.log, () => this.heartbeater?.force());
+    this.services = {
+      config,
+      host: this.host,
+      log: this.log,
+      logRing: logging.ring,
+      state: this.state,
+      managers: new HardwareManagers([genericHardwareManager()]),
+    };
+    for (const ext of [cleanCommands, deployCommands, standbyCommands, logCommands]) this.executor.register(ext(this.services));
+    this.listener = new ApiListener(
+      { executor: this.executor, state: this.state, log: this.log.child({ part: 'api' }), status: () => this.status() },
+      config.listenHost,
+      config.listenPort,
+    );
+  }
+
+  status(): AgentStatus {
+    return { started_at: this.startedAt, version: IPA_COMPAT_VERSION, ferrum_version: FERRUM_VERSION };
+  }
+
+  /** Starts serving; lookup and heartbeats continue in the background (see `done`). */
+  async start(): Promise<void> {
+    await this.checkDevices();
+    this.log.info({ version: FERRUM_VERSION, ipa_compat: IPA_COMPAT_VERSION, devices: this.config.devices, power: this.config.power }, 'Ferrum agent starting');
+    await this.listener.listen(await this.staticTls());
+    if (this.config.standalone) {
+      this.state.phase = 'standalone';
+      this.log.warn('standalone mode: no lookup, no heartbeats; commands need no token');
+      return;
+    }
+    if (this.config.apiUrls.length === 0) {
+      this.log.warn('no Ironic API URL: serving the command API only');
+      return;
+    }
+    this.client = new IronicClient({
+      apiUrls: this.config.apiUrls,
+      insecure: this.config.insecure,
+      globalRequestId: this.config.globalRequestId,
+      forcedVersion: this.config.ironicApiVersion,
+    });
+    this.lifecycle = this.runLifecycle();
+  }
+
+  /** Resolves when the agent stops; rejects if lookup gives up (the process should exit non-zero). */
+  get done(): Promise<void> {
+    return this.lifecycle ?? Promise.resolve();
+  }
+
+  private async runLifecycle(): Promise<void> {
+    while (!this.stopped) {
+      await this.lookupAndHeartbeat();
+    }
+  }
+
+  private async lookupAndHeartbeat(): Promise<void> {
+    const client = this.client!;
+    this.advertiseHost ??= await detectAdvertiseHost({
+      host: this.host,
+      log: this.log,
+      advertiseHost: this.config.advertiseHost,
+      networkInterface: this.config.networkInterface,
+      apiUrl: this.config.apiUrls[0] ?? null,
+      attempts: this.config.ipLookupAttempts,
+      sleepSec: this.config.ipLookupSleep,
+      signal: this.abort.signal,
+    });
+    this.state.phase = 'looking-up';
+    const res = await lookupNode({
+      client,
+      macs: async () => (await listInterfaces(this.host, this.config.interfaces)).map((i) => i.macAddress),
+      nodeUuid: null,
+      timeoutSec: this.rebooted ? 0 : this.config.lookupTimeout,
+      interval: this.config.lookupInterval,
+      maxInterval: this.config.lookupMaxInterval,
+      log: this.log.child({ part: 'lookup' }),
+      signal: this.abort.signal,
+    });
+    this.state.applyLookup(res.node, (res.config ?? {}) as Record<string, unknown>, res.heartbeatTimeout);
+    if (this.state.token === null) this.log.warn('lookup gave no agent token: commands are accepted without one');
+
+    await this.listener.listen(await this.tlsFor(await client.maxVersion()));
+    const callbackUrl = formatCallbackUrl(this.listener.protocol, this.advertiseHost, this.config.advertisePort);
+    const rebooted = new Promise<void>((resolve) => (this.rebootRequested = resolve));
+    const nodeLog = this.log.child({ node: res.node.uuid });
+    this.heartbeater = new Heartbeater({
+      client,
+      nodeUuid: res.node.uuid,
+      heartbeatTimeout: res.heartbeatTimeout,
+      log: nodeLog.child({ part: 'heartbeat' }),
+      body: async () => ({
+        callback_url: callbackUrl,
+        agent_token: this.state.token,
+        agent_version: IPA_COMPAT_VERSION,
+        ...(this.listener.tls ? { agent_verify_ca: this.listener.tls.cert } : {}),
+      }),
+      onTokenRejected: this.config.power === 'none' ? () => this.simulateReboot('Ironic no longer accepts our token') : undefined,
+    });
+    this.state.phase = 'heartbeating';
+    nodeLog.info({ callback_url: callbackUrl, heartbeat_timeout: res.heartbeatTimeout }, 'heartbeating');
+    this.heartbeater.start();
+    await rebooted;
+    await this.heartbeater.stop();
+    this.heartbeater = null;
+    if (this.stopped) return;
+    // What a reboot into a fresh ramdisk would forget:
+    this.executor.reset();
+    this.state.resetForReboot();
+    this.rebooted = true;
+    this.log.info('simulated reboot done: looking up again');
+  }
+
+  /** TLS for the API after lookup: auto-TLS when the conductor can receive our certificate. */
+  private async tlsFor(serverVersion: string): Promise<TlsMaterial | null> {
+    const fixed = await this.staticTls();
+    if (fixed) return fixed;
+    if (!this.config.enableAutoTls || this.config.advertiseProtocol === 'https') return null;
+    if (compareApiVersions(serverVersion, API_VERSION_AGENT_VERIFY_CA) < 0) return null;
+    return loadOrCreateCertificate(this.config.stateDir, this.advertiseHost!, hostname(), this.log);
+  }
+
+  private async staticTls(): Promise<TlsMaterial | null> {
+    if (!this.config.listenTls || !this.config.certFile || !this.config.keyFile) return null;
+    const [cert, key] = await Promise.all([fs.readFile(this.config.certFile, 'utf8'), fs.readFile(this.config.keyFile, 'utf8')]);
+    return { cert, key };
+  }
+
+  private onSimulatedPower(action: PowerAction): void {
+    // Let the power command finish and be recorded before the "machine" goes away.
+    const running = this.executor.last();
+    void (running ? running.done : Promise.resolve()).then(() =>
+      setTimeout(() => this.simulateReboot(action === 'off' ? 'power off' : 'reboot'), 200),
+    );
+  }
+
+  simulateReboot(reason: string): void {
+    this.log.warn({ reason }, 'simulated reboot: dropping token and node, back to lookup');
+    this.rebootRequested?.();
+    this.rebootRequested = null;
+  }
+
+  private async checkDevices(): Promise<void> {
+    for (const dev of this.config.devices ?? []) {
+      let stat;
+      try {
+        stat = await fs.stat(dev);
+      } catch {
+        throw new Error(`--devices: ${dev} does not exist`);
+      }
+      if (!stat.isBlockDevice()) throw new Error(`--devices: ${dev} is not a block device`);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.abort.abort();
+    this.rebootRequested?.();
+    await this.heartbeater?.stop();
+    await this.listener.close();
+    await this.lifecycle?.catch(() => undefined);
+    await this.client?.close();
+  }
+}

@@ -1,0 +1,236 @@
+// The host seam: every read of /sys, /proc and /dev, every subprocess, every power action and every
+// open of a block device for writing goes through a Host. Tests point it at fixtures or loop devices;
+// production points it at `/`. The destructive-work guard lives here, in one place.
+import { promises as fs, constants as fsc } from 'node:fs';
+import { join, posix } from 'node:path';
+import { execa } from 'execa';
+import type { PowerMode } from '../config.js';
+import { errors } from '../errors.js';
+import type { Logger } from '../log.js';
+
+export interface RunOptions {
+  /** Kill the process after this many milliseconds. */
+  timeoutMs?: number;
+  input?: string | Buffer;
+  /** Return the result on a non-zero exit instead of throwing. */
+  allowFailure?: boolean;
+  env?: Record<string, string>;
+}
+
+export interface RunResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export class HostCommandError extends Error {
+  constructor(
+    readonly command: string,
+    readonly exitCode: number | null,
+    readonly stdout: string,
+    readonly stderr: string,
+    reason: string,
+  ) {
+    super(`${command} ${reason}${stderr.trim() ? `: ${stderr.trim().slice(0, 2000)}` : ''}`);
+    this.name = 'HostCommandError';
+  }
+}
+
+export type PowerAction = 'off' | 'reboot';
+
+export interface Host {
+  /** Where /sys, /proc and /dev are read from ("/" in production). */
+  readonly sysRoot: string;
+  /** The block devices the agent is limited to, or null for all. */
+  readonly deviceAllowList: readonly string[] | null;
+  readText(path: string): Promise<string>;
+  readTextOrNull(path: string): Promise<string | null>;
+  readdir(path: string): Promise<string[]>;
+  exists(path: string): Promise<boolean>;
+  realpath(path: string): Promise<string>;
+  run(cmd: string, args: readonly string[], opts?: RunOptions): Promise<RunResult>;
+  /** True when `cmd` is on PATH. */
+  hasCommand(cmd: string): Promise<boolean>;
+  /** Opens a block device (or a partition of one) for writing, after the destructive-work guard. */
+  openForWrite(device: string): Promise<fs.FileHandle>;
+  /** Throws UnsafeHostError unless destructive work on `device` is allowed. */
+  assertMayDestroy(device: string): Promise<void>;
+  /** True when the root filesystem is a ramfs/tmpfs, i.e. we run from a deploy ramdisk. */
+  isDeployRamdisk(): Promise<boolean>;
+  /** Deletes a file of the running system (e.g. pstore records): only in a deploy ramdisk. */
+  removeSystemFile(path: string): Promise<void>;
+  power(action: PowerAction): Promise<void>;
+}
+
+export interface LocalHostOptions {
+  sysRoot: string;
+  devices: readonly string[] | null;
+  power: PowerMode;
+  log: Logger;
+  /** Called instead of powering off or rebooting when power is 'none'. */
+  onSimulatedPower?: (action: PowerAction) => void;
+}
+
+const RAMDISK_FS = new Set(['rootfs', 'ramfs', 'tmpfs']);
+
+export class LocalHost implements Host {
+  readonly sysRoot: string;
+  readonly deviceAllowList: readonly string[] | null;
+  private readonly commandCache = new Map<string, boolean>();
+
+  constructor(private readonly opts: LocalHostOptions) {
+    this.sysRoot = opts.sysRoot;
+    this.deviceAllowList = opts.devices;
+  }
+
+  /** Maps an absolute /sys, /proc or /dev path under sysRoot. */
+  private map(path: string): string {
+    if (!path.startsWith('/')) throw new Error(`host path must be absolute: ${path}`);
+    const clean = posix.normalize(path);
+    return this.sysRoot === '/' ? clean : join(this.sysRoot, clean);
+  }
+
+  readText(path: string): Promise<string> {
+    return fs.readFile(this.map(path), 'utf8');
+  }
+
+  async readTextOrNull(path: string): Promise<string | null> {
+    try {
+      return await fs.readFile(this.map(path), 'utf8');
+    } catch {
+      return null;
+    }
+  }
+
+  async readdir(path: string): Promise<string[]> {
+    try {
+      return (await fs.readdir(this.map(path))).sort();
+    } catch {
+      return [];
+    }
+  }
+
+  async exists(path: string): Promise<boolean> {
+    try {
+      await fs.access(this.map(path));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async realpath(path: string): Promise<string> {
+    const real = await fs.realpath(this.map(path));
+    return this.sysRoot === '/' ? real : '/' + posix.relative(this.sysRoot, real);
+  }
+
+  async run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    const started = Date.now();
+    const res = await execa(cmd, args, {
+      reject: false,
+      timeout: opts.timeoutMs,
+      input: opts.input,
+      env: { LC_ALL: 'C', ...opts.env },
+      stripFinalNewline: false,
+    });
+    const stdout = String(res.stdout ?? '');
+    const stderr = String(res.stderr ?? '');
+    const exitCode = res.exitCode ?? -1;
+    this.opts.log.debug({ cmd, args, exitCode, ms: Date.now() - started }, 'ran command');
+    if (res.failed && !opts.allowFailure) {
+      const reason = res.timedOut
+        ? `timed out after ${opts.timeoutMs} ms`
+        : res.code === 'ENOENT'
+          ? 'is not installed'
+          : `exited with code ${exitCode}`;
+      throw new HostCommandError([cmd, ...args].join(' '), res.exitCode ?? null, stdout, stderr, reason);
+    }
+    return { exitCode, stdout, stderr };
+  }
+
+  async hasCommand(cmd: string): Promise<boolean> {
+    const cached = this.commandCache.get(cmd);
+    if (cached !== undefined) return cached;
+    const dirs = (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':');
+    let found = false;
+    for (const dir of dirs) {
+      try {
+        await fs.access(join(dir, cmd), fsc.X_OK);
+        found = true;
+        break;
+      } catch {
+        // next
+      }
+    }
+    this.commandCache.set(cmd, found);
+    return found;
+  }
+
+  async isDeployRamdisk(): Promise<boolean> {
+    const mounts = (await this.readTextOrNull('/proc/mounts')) ?? '';
+    let rootFs: string | null = null;
+    for (const line of mounts.split('\n')) {
+      const [, mountpoint, fstype] = line.split(' ');
+      if (mountpoint === '/' && fstype) rootFs = fstype; // the last mount on / is the visible one
+    }
+    return rootFs !== null && RAMDISK_FS.has(rootFs);
+  }
+
+  async assertMayDestroy(device: string): Promise<void> {
+    if (this.deviceAllowList) {
+      if (await this.isAllowedDevice(device)) return;
+      throw errors.unsafeHost(`${device} is not one of the devices the agent may touch (${this.deviceAllowList.join(', ')})`);
+    }
+    if (await this.isDeployRamdisk()) return;
+    throw errors.unsafeHost(
+      `refusing to modify ${device}: this host is not a deploy ramdisk (its root filesystem is not a ramfs/tmpfs). ` +
+        'Limit the agent to devices it may destroy with --devices (kernel parameter ferrum-devices=).',
+    );
+  }
+
+  /** A listed device, or a partition of one (resolved through /sys/class/block). */
+  private async isAllowedDevice(device: string): Promise<boolean> {
+    const list = this.deviceAllowList ?? [];
+    let real: string;
+    try {
+      real = await this.realpath(device);
+    } catch {
+      return false;
+    }
+    const allowed = await Promise.all(list.map((d) => this.realpath(d).catch(() => d)));
+    if (allowed.includes(real)) return true;
+    const name = posix.basename(real);
+    if (!(await this.exists(`/sys/class/block/${name}/partition`))) return false;
+    const sysPath = await this.realpath(`/sys/class/block/${name}`).catch(() => null);
+    if (!sysPath) return false;
+    const parent = posix.basename(posix.dirname(sysPath));
+    return allowed.some((a) => posix.basename(a) === parent);
+  }
+
+  async removeSystemFile(path: string): Promise<void> {
+    if (!(await this.isDeployRamdisk())) {
+      throw errors.unsafeHost(`refusing to delete ${path}: this host is not a deploy ramdisk`);
+    }
+    await fs.rm(this.map(path), { force: true });
+  }
+
+  async openForWrite(device: string): Promise<fs.FileHandle> {
+    await this.assertMayDestroy(device);
+    return fs.open(this.map(device), fsc.O_RDWR);
+  }
+
+  async power(action: PowerAction): Promise<void> {
+    if (this.opts.power === 'none') {
+      this.opts.log.warn({ action }, `power mode is none: simulating ${action === 'off' ? 'power off' : 'reboot'}`);
+      this.opts.onSimulatedPower?.(action);
+      return;
+    }
+    await this.run('sync', [], { allowFailure: true, timeoutMs: 120_000 });
+    const verb = action === 'off' ? 'poweroff' : 'reboot';
+    const res = await this.run(verb, [], { allowFailure: true, timeoutMs: 60_000 });
+    if (res.exitCode !== 0) {
+      this.opts.log.error({ stderr: res.stderr }, `${verb} failed, using sysrq`);
+      await fs.writeFile('/proc/sysrq-trigger', action === 'off' ? 'o' : 'b');
+    }
+  }
+}

@@ -1,0 +1,15 @@
+// What command extensions may use. Passed explicitly: no module-level state.
+import type { Config } from './config.js';
+import type { Host } from './host/host.js';
+import type { Logger, LogRing } from './log.js';
+import type { AgentState } from './state.js';
+import type { HardwareManagers } from './hardware/managers.js';
+
+export interface Services {
+  readonly config: Config;
+  readonly host: Host;
+  readonly log: Logger;
+  readonly logRing: LogRing;
+  readonly state: AgentState;
+  readonly managers: HardwareManagers;
+}
