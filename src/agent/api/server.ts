@@ -73,8 +73,7 @@ export function buildApi(deps: ApiDeps, tls: TlsMaterial | null): FastifyInstanc
     ...(tls ? { https: { key: tls.key, cert: tls.cert } } : {}),
     bodyLimit: BODY_LIMIT,
     logger: false,
-    maxParamLength: 200,
-    caseSensitive: true,
+    routerOptions: { maxParamLength: 200, caseSensitive: true },
     return503OnClosing: true,
     // Malformed HTTP never reaches a route; still answer with a fault body, as for every other error.
     clientErrorHandler(err: NodeJS.ErrnoException & { code?: string }, socket: Socket) {
