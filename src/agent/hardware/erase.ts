@@ -5,6 +5,7 @@ import { listDisks, partitionsThenDisk } from './block-devices.js';
 import type { Host } from '../host/host.js';
 import type { Logger } from '../log.js';
 import { AgentError, errors } from '../errors.js';
+import { assertNotProtected } from './protected-devices.js';
 
 /** Bytes zeroed at each end of a disk: covers MBR, both GPT headers and arrays on 512e and 4Kn disks. */
 export const EDGE_WIPE_BYTES = 1024 * 1024;
@@ -44,8 +45,10 @@ export async function eraseDiskMetadata(host: Host, disk: BlockDevice, log: Logg
   await rescanPartitions(host, disk.name);
 }
 
-export async function eraseDevicesMetadata(host: Host, log: Logger): Promise<null> {
+/** `guard`: refuse disks holding shared-cluster filesystems (checked for all disks before any is touched). */
+export async function eraseDevicesMetadata(host: Host, log: Logger, guard: boolean): Promise<null> {
   const disks = await listDisks(host);
+  for (const d of disks) assertNotProtected(d, guard);
   const failures: string[] = [];
   for (const disk of disks) {
     try {
@@ -96,10 +99,13 @@ export async function shredDisk(host: Host, disk: BlockDevice, opts: EraseOption
   }
 }
 
-export async function eraseDevices(host: Host, node: Record<string, unknown>, log: Logger): Promise<Record<string, null>> {
+export async function eraseDevices(host: Host, node: Record<string, unknown>, log: Logger, guard: boolean): Promise<Record<string, null>> {
   const opts = eraseOptionsFromNode(node);
   const disks = await listDisks(host);
-  for (const d of disks) await host.assertMayDestroy(d.name);
+  for (const d of disks) {
+    await host.assertMayDestroy(d.name);
+    assertNotProtected(d, guard);
+  }
   const results: Record<string, null> = {};
   const failures: string[] = [];
   const queue = [...disks];

@@ -4,6 +4,7 @@ import type { Step } from '../../protocol/steps.js';
 import type { HardwareManager } from './managers.js';
 import { eraseDevices, eraseDevicesMetadata } from './erase.js';
 import { erasePstore } from './pstore.js';
+import { guardEnabled } from './protected-devices.js';
 
 /** IPA 9.4.3 reports generic_hardware_manager 1.1; Ironic compares it between step listing and execution. */
 export const GENERIC_MANAGER_VERSION = '1.1';
@@ -24,8 +25,9 @@ export function genericHardwareManager(): HardwareManager {
     cleanSteps: () => [clean('erase_devices', 10), clean('erase_devices_metadata', 99), clean('erase_pstore', 0)],
     deploySteps: () => [{ step: 'erase_devices_metadata', priority: 0, interface: 'deploy', reboot_requested: false }],
     methods: {
-      erase_devices: (ctx) => eraseDevices(ctx.host, ctx.node, ctx.log),
-      erase_devices_metadata: (ctx) => eraseDevicesMetadata(ctx.host, ctx.log),
+      erase_devices: (ctx) => eraseDevices(ctx.host, ctx.node, ctx.log, guardEnabled(ctx.config.guardSpecialFilesystems, ctx.node)),
+      erase_devices_metadata: (ctx) =>
+        eraseDevicesMetadata(ctx.host, ctx.log, guardEnabled(ctx.config.guardSpecialFilesystems, ctx.node)),
       erase_pstore: (ctx) => erasePstore(ctx.host, ctx.log),
     },
   };
