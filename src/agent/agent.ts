@@ -17,6 +17,7 @@ import { cleanCommands } from './extensions/clean.js';
 import { deployCommands } from './extensions/deploy.js';
 import { standbyCommands } from './extensions/standby.js';
 import { logCommands } from './extensions/log.js';
+import { pollCommands } from './extensions/poll.js';
 import { IronicClient } from './ironic-client.js';
 import { lookupNode } from './lookup.js';
 import { Heartbeater } from './heartbeat.js';
@@ -69,7 +70,7 @@ export class Agent {
       state: this.state,
       managers: new HardwareManagers([genericHardwareManager()]),
     };
-    for (const ext of [cleanCommands, deployCommands, standbyCommands, logCommands]) this.executor.register(ext(this.services));
+    for (const ext of [cleanCommands, deployCommands, standbyCommands, logCommands, pollCommands]) this.executor.register(ext(this.services));
     this.listener = new ApiListener(
       { executor: this.executor, state: this.state, log: this.log.child({ part: 'api' }), status: () => this.status() },
       config.listenHost,
