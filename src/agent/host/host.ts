@@ -45,6 +45,9 @@ export interface Host {
   readonly deviceAllowList: readonly string[] | null;
   readText(path: string): Promise<string>;
   readTextOrNull(path: string): Promise<string | null>;
+  readBytesOrNull(path: string): Promise<Buffer | null>;
+  /** Target of a symlink (not resolved further), or null. */
+  readlinkOrNull(path: string): Promise<string | null>;
   readdir(path: string): Promise<string[]>;
   exists(path: string): Promise<boolean>;
   realpath(path: string): Promise<string>;
@@ -97,6 +100,22 @@ export class LocalHost implements Host {
   async readTextOrNull(path: string): Promise<string | null> {
     try {
       return await fs.readFile(this.map(path), 'utf8');
+    } catch {
+      return null;
+    }
+  }
+
+  async readBytesOrNull(path: string): Promise<Buffer | null> {
+    try {
+      return await fs.readFile(this.map(path));
+    } catch {
+      return null;
+    }
+  }
+
+  async readlinkOrNull(path: string): Promise<string | null> {
+    try {
+      return await fs.readlink(this.map(path));
     } catch {
       return null;
     }
