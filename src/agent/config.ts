@@ -190,8 +190,9 @@ function convert(spec: OptionSpec, raw: string): unknown {
       return n;
     }
     case 'number': {
+      // Decimal notation only (as oslo.config's float): Number() alone would take "0x10" or "0b1".
       const n = Number(value);
-      if (value === '' || !Number.isFinite(n)) throw new Error('expected a number');
+      if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(value) || !Number.isFinite(n)) throw new Error('expected a number');
       if (n < 0) throw new Error('expected a non-negative number');
       return n;
     }
@@ -253,7 +254,10 @@ export function buildConfig(sources: ConfigSources): Config {
   const problems: string[] = [];
   const apply = (spec: OptionSpec, raw: string, where: string) => {
     try {
-      config[spec.key] = convert(spec, raw);
+      const value = convert(spec, raw);
+      // An empty value means "unset" only for options that may be unset (null by default).
+      if (value === null && DEFAULTS[spec.key] !== null) throw new Error('a value is required');
+      config[spec.key] = value;
     } catch (err) {
       problems.push(`${where}: ${(err as Error).message}`);
     }
@@ -328,9 +332,10 @@ export function loadConfig(flags: Map<string, string>, env: NodeJS.ProcessEnv): 
   const rest = new Map(flags);
   const cmdlinePath = rest.get('cmdline_file') ?? '/proc/cmdline';
   rest.delete('cmdline_file');
-  const explicitConfig = rest.get('config_file');
+  // A file named by --config-file or FERRUM_CONFIG_FILE must exist; only the default path is optional.
+  const explicitConfig = rest.get('config_file') ?? env['FERRUM_CONFIG_FILE'];
   rest.delete('config_file');
-  const configPath = explicitConfig ?? env['FERRUM_CONFIG_FILE'] ?? '/etc/ferrum/agent.conf';
+  const configPath = explicitConfig ?? '/etc/ferrum/agent.conf';
 
   const sources: ConfigSources = { env, flags: rest };
   try {

@@ -21,11 +21,17 @@ export interface HeartbeaterOptions {
   /** Ironic rejected our token: the conductor rebooted "us" (power none mode). */
   onTokenRejected?: () => void;
   random?: () => number;
+  /** Wait after a failed heartbeat before retrying (IPA: the 5 s loop tick). Tests shorten it. */
+  retryAfterFailureMs?: number;
+  /** Least gap between the last success and a forced heartbeat (IPA: 5 s). Tests shorten it. */
+  forcedMinGapMs?: number;
 }
 
 export class Heartbeater {
   private running = false;
   private forcePending = false;
+  /** Bumped by every force(), so a force that arrives while a heartbeat is in flight is not lost. */
+  private forceSeq = 0;
   private lastSuccess = 0;
   private lastAttempt = 0;
   private lastAttemptFailed = false;
@@ -55,6 +61,7 @@ export class Heartbeater {
   /** Heartbeat soon: used when an async command finishes. */
   force(): void {
     this.forcePending = true;
+    this.forceSeq++;
     this.kick();
   }
 
@@ -65,9 +72,9 @@ export class Heartbeater {
   }
 
   private nextDue(): number {
-    if (this.lastAttemptFailed) return this.lastAttempt + RETRY_AFTER_FAILURE_MS;
+    if (this.lastAttemptFailed) return this.lastAttempt + (this.o.retryAfterFailureMs ?? RETRY_AFTER_FAILURE_MS);
     let due = this.lastSuccess + this.intervalMs;
-    if (this.forcePending) due = Math.min(due, this.lastSuccess + FORCED_MIN_GAP_MS);
+    if (this.forcePending) due = Math.min(due, this.lastSuccess + (this.o.forcedMinGapMs ?? FORCED_MIN_GAP_MS));
     return due;
   }
 
@@ -89,6 +96,7 @@ export class Heartbeater {
   private async beat(): Promise<void> {
     const random = this.o.random ?? Math.random;
     const attemptAt = Date.now();
+    const forceSeqAtStart = this.forceSeq;
     this.lastAttempt = attemptAt;
     this.stats.sent++;
     try {
@@ -101,7 +109,9 @@ export class Heartbeater {
       await this.o.client.heartbeat(this.o.nodeUuid, body, features.version);
       this.stats.accepted++;
       this.lastSuccess = attemptAt;
-      this.forcePending = false;
+      // Only the forces this heartbeat answered: one requested while it was in flight (an async
+      // command ended meanwhile) still needs its own heartbeat, or Ironic waits a full interval.
+      if (this.forceSeq === forceSeqAtStart) this.forcePending = false;
       if (this.lastAttemptFailed) this.o.log.info('heartbeat accepted again');
       this.lastAttemptFailed = false;
       this.o.log.debug({ node: this.o.nodeUuid }, 'heartbeat accepted');

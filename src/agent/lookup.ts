@@ -34,10 +34,16 @@ export interface LookupOptions {
   log: Logger;
   signal?: AbortSignal;
   random?: () => number;
+  /** Clock and sleep, for tests (defaults: Date.now and a timer honouring `signal`). */
+  now?: () => number;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
+const defaultSleep = (ms: number, signal?: AbortSignal): Promise<void> => sleep(ms, undefined, { signal });
+
 export async function lookupNode(o: LookupOptions): Promise<LookupResult> {
-  const started = Date.now();
+  const now = o.now ?? Date.now;
+  const started = now();
   let attempt = 0;
   let conflicts = 0;
   let lastError = 'none';
@@ -75,8 +81,8 @@ export async function lookupNode(o: LookupOptions): Promise<LookupResult> {
       }
     }
     const delay = lookupBackoff(attempt, o.interval, o.maxInterval, o.random) + extraDelay;
-    const elapsed = (Date.now() - started) / 1000;
+    const elapsed = (now() - started) / 1000;
     if (o.timeoutSec > 0 && elapsed + delay > o.timeoutSec) throw new LookupTimeoutError(o.timeoutSec, lastError);
-    await sleep(delay * 1000, undefined, { signal: o.signal });
+    await (o.sleep ?? defaultSleep)(delay * 1000, o.signal);
   }
 }

@@ -45,7 +45,8 @@ export function certificateFits(certPem: string, address: string): boolean {
   try {
     const cert = new X509Certificate(certPem);
     if (Date.parse(cert.validTo) - Date.now() < DAY_MS) return false;
-    return isIP(address) ? cert.checkIP(address) !== undefined : cert.checkHost(address) !== undefined;
+    // SAN only: Ironic's TLS client (Python ssl) never falls back to the subject CN.
+    return isIP(address) ? cert.checkIP(address) !== undefined : cert.checkHost(address, { subject: 'never' }) !== undefined;
   } catch {
     return false;
   }

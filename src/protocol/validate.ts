@@ -20,7 +20,9 @@ export function schemaErrors(schema: TSchema, value: unknown, max = 5): string[]
   if (v.Check(value)) return [];
   const out: string[] = [];
   for (const e of v.Errors(value)) {
-    out.push(`${e.instancePath || '/'} ${e.message}`);
+    const line = `${e.instancePath || '/'} ${e.message}`;
+    // A union reports one line per member ("must be equal to constant" × n): keep one of each.
+    if (!out.includes(line)) out.push(line);
     if (out.length >= max) break;
   }
   return out.length > 0 ? out : ['/ is invalid'];
