@@ -7,10 +7,14 @@ import type { Services } from '../services.js';
 export function standbyCommands(s: Services): CommandDefinition[] {
   const shutdown = async (action: 'off' | 'reboot') => {
     // IPA syncs the clock first so the deployed OS starts with the right time; failures are ignored.
-    if (s.config.ntpServer && (await s.host.hasCommand('ntpdate'))) {
-      await s.host.run('ntpdate', [s.config.ntpServer], { allowFailure: true, timeoutMs: 30_000 });
+    // Not when power is simulated: nothing boots from this machine then, and stepping the clock or
+    // writing the RTC would change the (shared) host the agent runs on.
+    if (s.config.power !== 'none') {
+      if (s.config.ntpServer && (await s.host.hasCommand('ntpdate'))) {
+        await s.host.run('ntpdate', [s.config.ntpServer], { allowFailure: true, timeoutMs: 30_000 });
+      }
+      if (await s.host.hasCommand('hwclock')) await s.host.run('hwclock', ['-v', '--systohc'], { allowFailure: true, timeoutMs: 30_000 });
     }
-    if (await s.host.hasCommand('hwclock')) await s.host.run('hwclock', ['-v', '--systohc'], { allowFailure: true, timeoutMs: 30_000 });
     await s.host.power(action);
     return null;
   };
