@@ -23,6 +23,8 @@ import { lookupNode } from './lookup.js';
 import { Heartbeater } from './heartbeat.js';
 import { detectAdvertiseHost, formatCallbackUrl } from './advertise.js';
 import { loadOrCreateCertificate } from './tls.js';
+import { inspect } from './inspection/inspect.js';
+import { LldpListener } from './inspection/lldp.js';
 import { FERRUM_VERSION, IPA_COMPAT_VERSION } from './version.js';
 import { API_VERSION_AGENT_VERIFY_CA, compareApiVersions } from '../protocol/ironic-api.js';
 import type { AgentStatus } from '../protocol/api-root.js';
@@ -44,6 +46,9 @@ export class Agent {
   private readonly abort = new AbortController();
   /** Lookups after the first one wait as long as it takes: the "machine" is off until Ironic boots it. */
   private rebooted = false;
+  private lldp: LldpListener | null = null;
+  /** Node UUID from inspection, passed to the first lookup. */
+  private inspectedNode: string | null = null;
 
   constructor(
     readonly config: Config,
@@ -87,13 +92,15 @@ export class Agent {
     await this.checkDevices();
     this.log.info({ version: FERRUM_VERSION, ipa_compat: IPA_COMPAT_VERSION, devices: this.config.devices, power: this.config.power }, 'Ferrum agent starting');
     await this.listener.listen(await this.staticTls());
+    this.startLldp();
     if (this.config.standalone) {
       this.state.phase = 'standalone';
       this.log.warn('standalone mode: no lookup, no heartbeats; commands need no token');
       return;
     }
     if (this.config.apiUrls.length === 0) {
-      this.log.warn('no Ironic API URL: serving the command API only');
+      if (this.config.inspectionCallbackUrl) this.lifecycle = this.inspectOnly();
+      else this.log.warn('no Ironic API URL: serving the command API only');
       return;
     }
     this.client = new IronicClient({
@@ -110,7 +117,29 @@ export class Agent {
     return this.lifecycle ?? Promise.resolve();
   }
 
+  private startLldp(): void {
+    const wanted = this.config.collectLldp || (this.config.inspectionCallbackUrl && this.config.inspectionCollectors.includes('lldp'));
+    if (!wanted) return;
+    this.lldp = new LldpListener(this.log.child({ part: 'lldp' }));
+    void listInterfaces(this.host, this.config.interfaces).then((nics) =>
+      this.lldp?.start(
+        nics.map((n) => n.name),
+        this.config.lldpTimeout,
+      ),
+    );
+  }
+
+  /** Inspection without an Ironic API (inspector-only setups): report, then keep serving. */
+  private async inspectOnly(): Promise<void> {
+    this.state.phase = 'inspecting';
+    await inspect(this.services, this.lldp);
+  }
+
   private async runLifecycle(): Promise<void> {
+    if (this.config.inspectionCallbackUrl) {
+      this.state.phase = 'inspecting';
+      this.inspectedNode = (await inspect(this.services, this.lldp)).nodeUuid;
+    }
     while (!this.stopped) {
       await this.lookupAndHeartbeat();
     }
@@ -132,7 +161,7 @@ export class Agent {
     const res = await lookupNode({
       client,
       macs: async () => (await listInterfaces(this.host, this.config.interfaces)).map((i) => i.macAddress),
-      nodeUuid: null,
+      nodeUuid: this.rebooted ? null : this.inspectedNode,
       timeoutSec: this.rebooted ? 0 : this.config.lookupTimeout,
       interval: this.config.lookupInterval,
       maxInterval: this.config.lookupMaxInterval,
@@ -219,6 +248,7 @@ export class Agent {
     this.abort.abort();
     this.rebootRequested?.();
     await this.heartbeater?.stop();
+    this.lldp?.stop();
     await this.listener.close();
     await this.lifecycle?.catch(() => undefined);
     await this.client?.close();
