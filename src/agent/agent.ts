@@ -18,13 +18,11 @@ import { deployCommands } from './extensions/deploy.js';
 import { standbyCommands } from './extensions/standby.js';
 import { logCommands } from './extensions/log.js';
 import { pollCommands } from './extensions/poll.js';
-import { IronicClient } from './ironic-client.js';
-import { lookupNode } from './lookup.js';
-import { Heartbeater } from './heartbeat.js';
+import type { IronicClient } from './ironic-client.js';
+import type { Heartbeater } from './heartbeat.js';
 import { detectAdvertiseHost, formatCallbackUrl } from './advertise.js';
 import { loadOrCreateCertificate } from './tls.js';
-import { inspect } from './inspection/inspect.js';
-import { LldpListener } from './inspection/lldp.js';
+import type { LldpListener } from './inspection/lldp.js';
 import { FERRUM_VERSION, IPA_COMPAT_VERSION } from './version.js';
 import { API_VERSION_AGENT_VERIFY_CA, compareApiVersions } from '../protocol/ironic-api.js';
 import type { AgentStatus } from '../protocol/api-root.js';
@@ -103,6 +101,8 @@ export class Agent {
       else this.log.warn('no Ironic API URL: serving the command API only');
       return;
     }
+    // The conductor-facing modules load after the API answers: the start-up time is the API's.
+    const { IronicClient } = await import('./ironic-client.js');
     this.client = new IronicClient({
       apiUrls: this.config.apiUrls,
       insecure: this.config.insecure,
@@ -120,24 +120,27 @@ export class Agent {
   private startLldp(): void {
     const wanted = this.config.collectLldp || (this.config.inspectionCallbackUrl && this.config.inspectionCollectors.includes('lldp'));
     if (!wanted) return;
-    this.lldp = new LldpListener(this.log.child({ part: 'lldp' }));
-    void listInterfaces(this.host, this.config.interfaces).then((nics) =>
-      this.lldp?.start(
+    void import('./inspection/lldp.js').then(async ({ LldpListener }) => {
+      this.lldp = new LldpListener(this.log.child({ part: 'lldp' }));
+      const nics = await listInterfaces(this.host, this.config.interfaces);
+      this.lldp.start(
         nics.map((n) => n.name),
         this.config.lldpTimeout,
-      ),
-    );
+      );
+    });
   }
 
   /** Inspection without an Ironic API (inspector-only setups): report, then keep serving. */
   private async inspectOnly(): Promise<void> {
     this.state.phase = 'inspecting';
+    const { inspect } = await import('./inspection/inspect.js');
     await inspect(this.services, this.lldp);
   }
 
   private async runLifecycle(): Promise<void> {
     if (this.config.inspectionCallbackUrl) {
       this.state.phase = 'inspecting';
+      const { inspect } = await import('./inspection/inspect.js');
       this.inspectedNode = (await inspect(this.services, this.lldp)).nodeUuid;
     }
     while (!this.stopped) {
@@ -158,6 +161,7 @@ export class Agent {
       signal: this.abort.signal,
     });
     this.state.phase = 'looking-up';
+    const { lookupNode } = await import('./lookup.js');
     const res = await lookupNode({
       client,
       macs: async () => (await listInterfaces(this.host, this.config.interfaces)).map((i) => i.macAddress),
@@ -175,6 +179,7 @@ export class Agent {
     const callbackUrl = formatCallbackUrl(this.listener.protocol, this.advertiseHost, this.config.advertisePort);
     const rebooted = new Promise<void>((resolve) => (this.rebootRequested = resolve));
     const nodeLog = this.log.child({ node: res.node.uuid });
+    const { Heartbeater } = await import('./heartbeat.js');
     this.heartbeater = new Heartbeater({
       client,
       nodeUuid: res.node.uuid,

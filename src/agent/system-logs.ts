@@ -2,7 +2,6 @@
 // the journal, dmesg, the agent's own log and the outputs of the usual inspection commands.
 // Commands run in parallel, each time-boxed; a missing tool becomes a note, never a failure.
 import { createGzip } from 'node:zlib';
-import { pack } from 'tar-stream';
 import type { Host } from './host/host.js';
 import type { LogRing } from './log.js';
 
@@ -50,6 +49,7 @@ export async function collectSystemLogs(host: Host, ring: LogRing, limitedToDevi
   ]);
   const entries = [{ file: 'ferrum-agent.log', text: ring.contents() }, ...outputs, ...files];
 
+  const { pack } = await import('tar-stream');
   const tar = pack();
   const gzip = createGzip();
   const chunks: Buffer[] = [];

@@ -5,10 +5,17 @@ import { webcrypto, X509Certificate } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import * as x509 from '@peculiar/x509';
 import type { Logger } from './log.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+// Loaded on first use: most runs never need a certificate, and start-up time matters.
+let x509Module: Promise<typeof import('@peculiar/x509')> | null = null;
+function loadX509(): Promise<typeof import('@peculiar/x509')> {
+  x509Module ??= import('@peculiar/x509').then((m) => {
+    m.cryptoProvider.set(webcrypto as unknown as Parameters<typeof m.cryptoProvider.set>[0]);
+    return m;
+  });
+  return x509Module;
+}
 
 export interface TlsPair {
   key: string;
@@ -24,6 +31,7 @@ function pem(label: string, der: ArrayBuffer): string {
 }
 
 export async function generateSelfSigned(address: string, hostname: string): Promise<TlsPair> {
+  const x509 = await loadX509();
   const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const now = Date.now();
   const san = isIP(address) ? { type: 'ip' as const, value: address } : { type: 'dns' as const, value: address };

@@ -3,7 +3,6 @@
 // production points it at `/`. The destructive-work guard lives here, in one place.
 import { promises as fs, constants as fsc } from 'node:fs';
 import { join, posix } from 'node:path';
-import { execa } from 'execa';
 import type { PowerMode } from '../config.js';
 import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -76,6 +75,9 @@ export interface LocalHostOptions {
 
 const RAMDISK_FS = new Set(['rootfs', 'ramfs', 'tmpfs']);
 
+// execa is loaded on the first subprocess, after the API already answers.
+let execaModule: Promise<typeof import('execa')> | null = null;
+
 export class LocalHost implements Host {
   readonly sysRoot: string;
   readonly deviceAllowList: readonly string[] | null;
@@ -145,6 +147,7 @@ export class LocalHost implements Host {
 
   async run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
     const started = Date.now();
+    const { execa } = await (execaModule ??= import('execa'));
     const res = await execa(cmd, args, {
       reject: false,
       timeout: opts.timeoutMs,
