@@ -9,6 +9,7 @@ import type { AgentLogging, Logger } from './log.js';
 import { AgentState } from './state.js';
 import { HardwareManagers } from './hardware/managers.js';
 import { genericHardwareManager } from './hardware/generic-manager.js';
+import { InventoryCollector } from './hardware/inventory/index.js';
 import { listInterfaces } from './hardware/network-interfaces.js';
 import type { Services } from './services.js';
 import { ApiListener } from './api/listener.js';
@@ -72,6 +73,7 @@ export class Agent {
       logRing: logging.ring,
       state: this.state,
       managers: new HardwareManagers([genericHardwareManager()]),
+      inventory: new InventoryCollector(this.host, { bootif: config.bootif, interfaces: config.interfaces }),
     };
     for (const ext of [cleanCommands, deployCommands, standbyCommands, logCommands, pollCommands]) this.executor.register(ext(this.services));
     this.listener = new ApiListener(

@@ -4,6 +4,7 @@ import type { Host } from './host/host.js';
 import type { Logger, LogRing } from './log.js';
 import type { AgentState } from './state.js';
 import type { HardwareManagers } from './hardware/managers.js';
+import type { InventoryCollector } from './hardware/inventory/index.js';
 
 export interface Services {
   readonly config: Config;
@@ -12,4 +13,5 @@ export interface Services {
   readonly logRing: LogRing;
   readonly state: AgentState;
   readonly managers: HardwareManagers;
+  readonly inventory: InventoryCollector;
 }

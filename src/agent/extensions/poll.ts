@@ -4,7 +4,6 @@ import { AGENT_COMMANDS } from '../../protocol/agent-commands.js';
 import { errors } from '../errors.js';
 import type { CommandDefinition } from '../executor.js';
 import type { Services } from '../services.js';
-import { collectInventory } from '../hardware/inventory/index.js';
 
 export function pollCommands(s: Services): CommandDefinition[] {
   return [
@@ -13,7 +12,7 @@ export function pollCommands(s: Services): CommandDefinition[] {
       mode: 'sync',
       readOnly: true,
       params: AGENT_COMMANDS['poll.get_hardware_info'].params,
-      run: () => collectInventory(s.host, { bootif: s.config.bootif, interfaces: s.config.interfaces }),
+      run: () => s.inventory.collect(),
     },
     {
       name: 'poll.set_node_info',

@@ -3,7 +3,6 @@
 // error is reported in data.error as IPA does.
 import type { Inventory } from '../../protocol/inventory.js';
 import type { Services } from '../services.js';
-import { collectInventory } from '../hardware/inventory/index.js';
 import { guessRootDisk } from '../hardware/install-device.js';
 import { collectSystemLogs } from '../system-logs.js';
 import { collectPciDevices } from './pci-devices.js';
@@ -22,7 +21,7 @@ type Collector = (data: InspectionData, ctx: CollectorContext) => Promise<void>;
 
 export const COLLECTORS: Record<string, Collector> = {
   async default(data, { services: s, lldp }) {
-    const inventory: Inventory = await collectInventory(s.host, { bootif: s.config.bootif, interfaces: s.config.interfaces });
+    const inventory: Inventory = await s.inventory.collect();
     if (lldp && s.config.collectLldp) {
       for (const iface of inventory.interfaces) iface.lldp = lldp.tlvs(iface.name);
     }

@@ -1,42 +1,78 @@
 // The hardware inventory, IPA's schema field for field. Sources are read in parallel; nothing
-// here waits on a slow tool without a time limit.
-import type { Inventory } from '../../../protocol/inventory.js';
+// here waits on a slow tool without a time limit. What cannot change while the ramdisk runs
+// (CPU, SMBIOS: DIMMs, vendor, firmware) is read once; the BMC is re-read at most every minute
+// (ipmitool can take seconds on a real BMC); disks and NICs are read fresh every time.
+import type { Inventory, InventoryCpu, InventoryMemory, InventorySystemVendor } from '../../../protocol/inventory.js';
 import type { Host } from '../../host/host.js';
-import { collectBmc } from './bmc.js';
+import { collectBmc, type BmcInfo } from './bmc.js';
 import { collectCpu } from './cpu.js';
 import { collectDisks } from './disks.js';
 import { collectInterfaces } from './interfaces.js';
 import { collectMemory } from './memory.js';
-import { parseSmbios } from './smbios.js';
+import { parseSmbios, type SmbiosStructure } from './smbios.js';
 import { collectBoot, collectHostname, collectSystemVendor } from './system.js';
 
 export interface InventoryOptions {
   bootif: string | null;
   interfaces: readonly string[] | null;
+  /** How long a BMC reading stays valid (ms). */
+  bmcTtlMs?: number;
 }
 
-export async function collectInventory(host: Host, opts: InventoryOptions): Promise<Inventory> {
-  const smbiosPromise = host.readBytesOrNull('/sys/firmware/dmi/tables/DMI').then((b) => (b ? parseSmbios(b) : null));
-  const [cpu, memory, disks, interfaces, systemVendor, boot, hostname, bmc] = await Promise.all([
-    collectCpu(host),
-    smbiosPromise.then((t) => collectMemory(host, t)),
-    collectDisks(host),
-    collectInterfaces(host, opts.interfaces),
-    smbiosPromise.then((t) => collectSystemVendor(host, t)),
-    collectBoot(host, opts.bootif),
-    collectHostname(host),
-    collectBmc(host),
-  ]);
-  return {
-    interfaces,
-    cpu,
-    disks,
-    memory,
-    bmc_address: bmc.bmc_address,
-    bmc_v6address: bmc.bmc_v6address,
-    ...(bmc.bmc_mac ? { bmc_mac: bmc.bmc_mac } : {}),
-    system_vendor: systemVendor,
-    boot,
-    hostname,
-  };
+export class InventoryCollector {
+  private cpu: Promise<InventoryCpu> | null = null;
+  private smbios: Promise<SmbiosStructure[] | null> | null = null;
+  private vendor: Promise<InventorySystemVendor> | null = null;
+  private bmc: { at: number; value: Promise<BmcInfo> } | null = null;
+
+  constructor(
+    private readonly host: Host,
+    private readonly opts: InventoryOptions,
+  ) {}
+
+  private smbiosTable(): Promise<SmbiosStructure[] | null> {
+    return (this.smbios ??= this.host.readBytesOrNull('/sys/firmware/dmi/tables/DMI').then((b) => (b ? parseSmbios(b) : null)));
+  }
+
+  private bmcInfo(): Promise<BmcInfo> {
+    const ttl = this.opts.bmcTtlMs ?? 60_000;
+    if (!this.bmc || Date.now() - this.bmc.at > ttl) this.bmc = { at: Date.now(), value: collectBmc(this.host) };
+    return this.bmc.value;
+  }
+
+  async collect(): Promise<Inventory> {
+    const host = this.host;
+    // A failed read is retried next time rather than cached.
+    const cpu = (this.cpu ??= collectCpu(host).catch((e: unknown) => {
+      this.cpu = null;
+      throw e;
+    }));
+    const [cpuInfo, memory, disks, interfaces, systemVendor, boot, hostname, bmc] = await Promise.all([
+      cpu,
+      this.smbiosTable().then((t): Promise<InventoryMemory> => collectMemory(host, t)),
+      collectDisks(host),
+      collectInterfaces(host, this.opts.interfaces),
+      (this.vendor ??= this.smbiosTable().then((t) => collectSystemVendor(host, t))),
+      collectBoot(host, this.opts.bootif),
+      collectHostname(host),
+      this.bmcInfo(),
+    ]);
+    return {
+      interfaces,
+      cpu: structuredClone(cpuInfo),
+      disks,
+      memory,
+      bmc_address: bmc.bmc_address,
+      bmc_v6address: bmc.bmc_v6address,
+      ...(bmc.bmc_mac ? { bmc_mac: bmc.bmc_mac } : {}),
+      system_vendor: structuredClone(systemVendor),
+      boot,
+      hostname,
+    };
+  }
+}
+
+/** One-off collection (inspection, tests). */
+export function collectInventory(host: Host, opts: InventoryOptions): Promise<Inventory> {
+  return new InventoryCollector(host, opts).collect();
 }
