@@ -12,6 +12,11 @@ import type { Logger } from './log.js';
 export interface CommandContext {
   readonly id: string;
   readonly log: Logger;
+  /**
+   * Lets a long command show how far it is: while it runs, its result object carries
+   * {"progress": …} in command_result (IPA leaves it null; Ironic reads results only when done).
+   */
+  reportProgress(snapshot: () => unknown): void;
 }
 
 export interface CommandDefinition {
@@ -21,6 +26,8 @@ export interface CommandDefinition {
   readonly params: TSchema;
   /** Reads only: allowed before the agent has a token from lookup (status, inventory, step lists). */
   readonly readOnly?: boolean;
+  /** Checks beyond the schema, run before the command is accepted (AgentError 400 to refuse). */
+  validate?(params: any): void;
   // Params are validated against `params` before run is called.
   run(params: any, ctx: CommandContext): Promise<unknown>;
 }
@@ -32,6 +39,7 @@ export class CommandRecord {
   result: unknown = null;
   readonly startedAt = Date.now();
   finishedAt: number | null = null;
+  progress: (() => unknown) | null = null;
   private resolveDone!: () => void;
   readonly done = new Promise<void>((resolve) => (this.resolveDone = resolve));
 
@@ -59,7 +67,7 @@ export class CommandRecord {
       command_name: this.commandName,
       command_status: this.status,
       command_error: this.error ? this.error.toCommandError() : null,
-      command_result: this.result,
+      command_result: this.status === 'RUNNING' && this.progress ? { progress: this.progress() } : this.result,
     };
   }
 }
@@ -141,10 +149,11 @@ export class Executor {
     if (!def) throw errors.invalidCommand(`Unknown command: ${cmd}`);
     const problems = schemaErrors(def.params, params);
     if (problems.length > 0) throw errors.invalidParams(`${name}: ${problems.join('; ')}`);
+    def.validate?.(params);
 
     const record = new CommandRecord(cmd, name);
     const log = this.log.child({ command: name, command_id: record.id });
-    const ctx: CommandContext = { id: record.id, log };
+    const ctx: CommandContext = { id: record.id, log, reportProgress: (fn) => (record.progress = fn) };
 
     if (def.mode === 'sync') {
       try {

@@ -17,6 +17,8 @@ export class AgentState {
   partitionUuids: PartitionUuids = {};
   /** Config the conductor sent in the lookup answer (image formats, deep inspection, …). */
   conductorConfig: Record<string, unknown> = {};
+  /** The image cache_image (or a previous write) put on a device this boot. */
+  cachedImage: { id: string; device: string } | null = null;
 
   constructor(
     private readonly kernelToken: string | null,
@@ -43,6 +45,7 @@ export class AgentState {
     this.heartbeatTimeout = null;
     this.partitionUuids = {};
     this.conductorConfig = {};
+    this.cachedImage = null;
   }
 
   /**

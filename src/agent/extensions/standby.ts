@@ -3,6 +3,8 @@ import { AGENT_COMMANDS } from '../../protocol/agent-commands.js';
 import { AgentError } from '../errors.js';
 import type { CommandDefinition } from '../executor.js';
 import type { Services } from '../services.js';
+import { checkImageInfo, runImageWrite } from '../image/image-commands.js';
+import type { ImageInfo } from '../../protocol/image-info.js';
 
 export function standbyCommands(s: Services): CommandDefinition[] {
   const shutdown = async (action: 'off' | 'reboot') => {
@@ -31,6 +33,22 @@ export function standbyCommands(s: Services): CommandDefinition[] {
     },
     { name: 'standby.power_off', mode: 'async', params: AGENT_COMMANDS['standby.power_off'].params, run: () => shutdown('off') },
     { name: 'standby.run_image', mode: 'async', params: AGENT_COMMANDS['standby.run_image'].params, run: () => shutdown('reboot') },
+    {
+      name: 'standby.prepare_image',
+      mode: 'async',
+      params: AGENT_COMMANDS['standby.prepare_image'].params,
+      validate: (p: { image_info: unknown }) => checkImageInfo(p.image_info),
+      run: (p: { image_info: ImageInfo; configdrive?: string | null }, ctx) =>
+        runImageWrite(s, ctx, { imageInfo: p.image_info, configdrive: p.configdrive ?? null }),
+    },
+    {
+      name: 'standby.cache_image',
+      mode: 'async',
+      params: AGENT_COMMANDS['standby.cache_image'].params,
+      validate: (p: { image_info: unknown }) => checkImageInfo(p.image_info),
+      run: (p: { image_info: ImageInfo; force?: boolean }, ctx) =>
+        runImageWrite(s, ctx, { imageInfo: p.image_info, configdrive: null, cacheOnly: true, force: p.force === true }),
+    },
     {
       name: 'standby.get_partition_uuids',
       mode: 'sync',

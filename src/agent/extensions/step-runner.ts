@@ -34,6 +34,8 @@ export async function runStep(s: Services, kind: StepKind, p: StepParams, ctx: C
       host: s.host,
       config: s.config,
       log: ctx.log,
+      services: s,
+      command: ctx,
     });
   } catch (err) {
     if (err instanceof AgentError) throw err;

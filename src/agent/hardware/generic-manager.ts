@@ -5,6 +5,7 @@ import type { HardwareManager } from './managers.js';
 import { eraseDevices, eraseDevicesMetadata } from './erase.js';
 import { erasePstore } from './pstore.js';
 import { guardEnabled } from './protected-devices.js';
+import { checkImageInfo, runImageWrite } from '../image/image-commands.js';
 
 /** IPA 9.4.3 reports generic_hardware_manager 1.1; Ironic compares it between step listing and execution. */
 export const GENERIC_MANAGER_VERSION = '1.1';
@@ -23,12 +24,22 @@ export function genericHardwareManager(): HardwareManager {
     className: 'GenericHardwareManager',
     supportLevel: 1,
     cleanSteps: () => [clean('erase_devices', 10), clean('erase_devices_metadata', 99), clean('erase_pstore', 0)],
-    deploySteps: () => [{ step: 'erase_devices_metadata', priority: 0, interface: 'deploy', reboot_requested: false }],
+    deploySteps: () => [
+      { step: 'erase_devices_metadata', priority: 0, interface: 'deploy', reboot_requested: false },
+      { step: 'write_image', priority: 0, interface: 'deploy', reboot_requested: false },
+    ],
     methods: {
       erase_devices: (ctx) => eraseDevices(ctx.host, ctx.node, ctx.log, guardEnabled(ctx.config.guardSpecialFilesystems, ctx.node)),
       erase_devices_metadata: (ctx) =>
         eraseDevicesMetadata(ctx.host, ctx.log, guardEnabled(ctx.config.guardSpecialFilesystems, ctx.node)),
       erase_pstore: (ctx) => erasePstore(ctx.host, ctx.log),
+      // Ironic's direct deploy sends write_image as an in-band deploy step with image_info and configdrive.
+      write_image: async (ctx) => {
+        const info = checkImageInfo(ctx.args['image_info']);
+        const configdrive = ctx.args['configdrive'];
+        await runImageWrite(ctx.services, ctx.command, { imageInfo: info, configdrive: typeof configdrive === 'string' ? configdrive : null });
+        return null;
+      },
     },
   };
 }

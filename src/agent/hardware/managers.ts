@@ -5,6 +5,8 @@ import { errors } from '../errors.js';
 import type { Host } from '../host/host.js';
 import type { Logger } from '../log.js';
 import type { HardwareManagerVersions, Node, Ports, Step, StepsByManager } from '../../protocol/steps.js';
+import type { Services } from '../services.js';
+import type { CommandContext } from '../executor.js';
 
 export interface StepContext {
   node: Node;
@@ -13,6 +15,9 @@ export interface StepContext {
   host: Host;
   config: Config;
   log: Logger;
+  /** The agent's services and the running command, for steps that do more than touch disks (write_image). */
+  services: Services;
+  command: CommandContext;
 }
 
 export type StepMethod = (ctx: StepContext) => Promise<unknown>;

@@ -1,0 +1,177 @@
+// Image writes: a random raw image served over loopback HTTP and written by prepare_image to a
+// RAM-backed loop device, against baselines measured in the same run on the same data:
+//   ceiling  = the slowest of sha256 alone (openssl dgst), dd oflag=direct alone, curl alone
+//   pipeline = curl | tee >(sha256sum) | dd oflag=direct
+// plus the same image 90% zeros, as qcow2 and as zstd, and the agent's peak RSS in each run.
+// BENCH_IMAGE_MIB (default 2048) sets the size; images are cached in BENCH_CACHE (default /var/tmp/ferrum-bench).
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, statSync, rmSync } from 'node:fs';
+import { createHash, randomFillSync } from 'node:crypto';
+import { createReadStream, openSync, writeSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { AGENT, ROOT, freePort, fmt } from './lib.mjs';
+
+const MIB = 1024 * 1024;
+const SIZE_MIB = Number(process.env.BENCH_IMAGE_MIB ?? 2048);
+const CACHE = process.env.BENCH_CACHE ?? '/var/tmp/ferrum-bench';
+const IPA = { rawMBps: 146, ceilingMBps: 830, pipelineMBps: 201 };
+
+const sh = (cmd, args, opts = {}) => execFileSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26, ...opts });
+const timed = (fn) => {
+  const t = performance.now();
+  fn();
+  return (performance.now() - t) / 1000;
+};
+const mbps = (bytes, secs) => bytes / secs / 1e6;
+
+function sha256File(path) {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path, { highWaterMark: 4 * MIB })
+      .on('data', (c) => h.update(c))
+      .on('end', () => resolve(h.digest('hex')))
+      .on('error', reject);
+  });
+}
+
+/** A random image with a GPT (so it is a valid whole-disk image); `zeroFraction` of its 4 MiB blocks are zeros. */
+function makeRaw(path, zeroFraction) {
+  if (existsSync(path) && statSync(path).size === SIZE_MIB * MIB) return;
+  const fd = openSync(path, 'w');
+  const block = Buffer.alloc(4 * MIB);
+  let seed = 12345;
+  for (let i = 0; i < SIZE_MIB / 4; i++) {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    const zero = zeroFraction > 0 && seed / 2 ** 32 < zeroFraction;
+    if (zero) block.fill(0);
+    else randomFillSync(block);
+    writeSync(fd, block);
+  }
+  closeSync(fd);
+  sh('sgdisk', ['-o', '-n', '1:2048:0', path]);
+}
+
+function ensureImages() {
+  mkdirSync(CACHE, { recursive: true });
+  const raw = join(CACHE, `random-${SIZE_MIB}.raw`);
+  const sparse = join(CACHE, `zeros90-${SIZE_MIB}.raw`);
+  const qcow2 = join(CACHE, `random-${SIZE_MIB}.qcow2`);
+  const zst = join(CACHE, `random-${SIZE_MIB}.raw.zst`);
+  makeRaw(raw, 0);
+  makeRaw(sparse, 0.9);
+  if (!existsSync(qcow2)) sh('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
+  if (!existsSync(zst)) sh('zstd', ['-q', '-1', '-T0', '-f', raw, '-o', zst]);
+  return { raw, sparse, qcow2, zst };
+}
+
+async function startServer(dir) {
+  const proc = spawn(process.execPath, [join(ROOT, 'bench/serve.mjs'), dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise((resolve) => proc.stdout.once('data', (d) => resolve(Number(String(d).trim()))));
+  return { port, stop: () => proc.kill() };
+}
+
+function makeTarget(bytes) {
+  const file = `/dev/shm/ferrum-bench-target-${process.pid}`;
+  rmSync(file, { force: true });
+  sh('truncate', ['-s', String(bytes), file]);
+  const dev = sh('losetup', ['--find', '--show', file]).trim();
+  return {
+    dev,
+    reset() {
+      sh('blkdiscard', ['-z', dev]);
+    },
+    destroy() {
+      sh('losetup', ['-d', dev]);
+      rmSync(file, { force: true });
+    },
+  };
+}
+
+async function ferrumWrite(url, digest, dev, diskFormat) {
+  const port = await freePort();
+  const agent = spawn(process.execPath, [AGENT, '--standalone', '--cmdline-file', '/dev/null', '--devices', dev, '--listen-host', '127.0.0.1', '--listen-port', String(port)], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const base = `http://127.0.0.1:${port}`;
+  for (;;) {
+    try {
+      if ((await fetch(`${base}/v1/status`)).ok) break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  const t0 = performance.now();
+  const post = await fetch(`${base}/v1/commands/?wait=false`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      name: 'standby.prepare_image',
+      params: { image_info: { id: 'bench', urls: [url], os_hash_algo: 'sha256', os_hash_value: digest, disk_format: diskFormat, stream_raw_images: true } },
+    }),
+  });
+  const started = await post.json();
+  let result = started;
+  let peakRss = 0;
+  while (result.command_status === 'RUNNING') {
+    await new Promise((r) => setTimeout(r, 100));
+    const m = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'));
+    peakRss = Math.max(peakRss, Number(m?.[1] ?? 0));
+    result = await (await fetch(`${base}/v1/commands/${started.id}`)).json();
+  }
+  const secs = (performance.now() - t0) / 1000;
+  const m = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'));
+  peakRss = Math.max(peakRss, Number(m?.[1] ?? 0));
+  agent.kill('SIGTERM');
+  await new Promise((r) => agent.once('exit', r));
+  if (result.command_status !== 'SUCCEEDED') throw new Error(`prepare_image failed: ${JSON.stringify(result.command_error)}`);
+  return { secs, peakRssMiB: peakRss / 1024 };
+}
+
+export async function run() {
+  const imgs = ensureImages();
+  const bytes = SIZE_MIB * MIB;
+  const server = await startServer(CACHE);
+  const url = (p) => `http://127.0.0.1:${server.port}/${p.split('/').pop()}`;
+  const target = makeTarget(bytes + 256 * MIB);
+  try {
+    // Warm the page cache so every contender reads the image from RAM.
+    for (const f of Object.values(imgs)) sh('cat', [f], { stdio: ['ignore', 'ignore', 'ignore'] });
+    const tHash = timed(() => sh('openssl', ['dgst', '-sha256', imgs.raw]));
+    target.reset();
+    const tDd = timed(() => sh('dd', [`if=${imgs.raw}`, `of=${target.dev}`, 'bs=4M', 'oflag=direct', 'status=none']));
+    const tCurl = timed(() => sh('curl', ['-sS', '-o', '/dev/null', url(imgs.raw)]));
+    const ceilingMBps = Math.min(mbps(bytes, tHash), mbps(bytes, tDd), mbps(bytes, tCurl));
+    target.reset();
+    const tPipe = timed(() =>
+      sh('bash', ['-c', `set -o pipefail; curl -sS '${url(imgs.raw)}' | tee >(sha256sum >/dev/null) | dd of=${target.dev} bs=4M iflag=fullblock oflag=direct status=none`]),
+    );
+    const pipelineMBps = mbps(bytes, tPipe);
+    console.log(`image ${SIZE_MIB} MiB; ceiling ${ceilingMBps.toFixed(0)} MB/s (sha256 ${mbps(bytes, tHash).toFixed(0)}, dd direct ${mbps(bytes, tDd).toFixed(0)}, curl ${mbps(bytes, tCurl).toFixed(0)}); curl|tee sha256sum|dd ${pipelineMBps.toFixed(0)} MB/s`);
+
+    const rows = [];
+    for (const [name, file, fmtName] of [
+      ['raw random', imgs.raw, 'raw'],
+      ['raw 90% zeros', imgs.sparse, 'raw'],
+      ['qcow2', imgs.qcow2, 'qcow2'],
+      ['raw.zst', imgs.zst, 'raw'],
+    ]) {
+      target.reset();
+      const digest = await sha256File(file);
+      const { secs, peakRssMiB } = await ferrumWrite(url(file), digest, target.dev, fmtName);
+      const rate = mbps(bytes, secs);
+      rows.push({ name, rate, secs, peakRssMiB });
+      console.log(
+        `  ferrum ${name.padEnd(14)} ${rate.toFixed(0).padStart(5)} MB/s of image (${secs.toFixed(2)} s)  ` +
+          `${(rate / ceilingMBps).toFixed(2)}x ceiling  ${(rate / pipelineMBps).toFixed(2)}x pipeline  peak RSS ${fmt(peakRssMiB, 'MiB')}`,
+      );
+    }
+    const raw = rows[0];
+    console.log(`  90%-zeros vs random: ${(rows[1].rate / raw.rate).toFixed(2)}x;  IPA 9.4.3 reference: ${IPA.rawMBps} MB/s raw (ceiling ${IPA.ceilingMBps}, pipeline ${IPA.pipelineMBps}) → ferrum raw is ${(raw.rate / IPA.rawMBps).toFixed(1)}x IPA's figure`);
+    return { ceilingMBps, pipelineMBps, rows };
+  } finally {
+    target.destroy();
+    server.stop();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await run();

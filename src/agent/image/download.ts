@@ -1,0 +1,184 @@
+// The image download as a stream of chunks (undici). A dropped connection resumes where it broke
+// with an HTTP Range request (If-Range keeps a changed file from being spliced in), failing over
+// through every URL; a server that ignores Range is re-read and the bytes already delivered are
+// skipped. A stall watchdog aborts a connection that stops sending. Back-pressure: the socket is
+// only read as fast as the consumer pulls.
+import { Agent, ProxyAgent, request, type Dispatcher } from 'undici';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AgentError } from '../errors.js';
+import type { Logger } from '../log.js';
+
+export interface DownloadOptions {
+  urls: string[];
+  imageId: string;
+  /** Seconds without a byte before a connection counts as dropped (ipa-image-download-connection-timeout). */
+  stallTimeoutSec: number;
+  /** Retries per URL after connection errors, 5xx and stalls (ipa-image-download-connection-retries). */
+  retries: number;
+  retryIntervalSec: number;
+  insecure: boolean;
+  proxies?: { http?: string; https?: string } | null;
+  noProxy?: string | null;
+  /** Extra request headers (e.g. Authorization). */
+  headers?: Record<string, string>;
+  log: Logger;
+  signal?: AbortSignal;
+  /** Called once the size is known (Content-Length of the first answer). */
+  onSize?: (bytes: number) => void;
+  /** Called on every resume, with the offset it resumed from. */
+  onResume?: (offset: number, url: string) => void;
+}
+
+export function downloadError(imageId: string, msg: string): AgentError {
+  return new AgentError('ImageDownloadError', `Download of image ${imageId} failed: ${msg}`);
+}
+
+/** True when `host` matches a no_proxy list (suffix match, "*" for all, as curl/requests do). */
+export function bypassesProxy(host: string, noProxy: string | null | undefined): boolean {
+  if (!noProxy) return false;
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  return noProxy
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean)
+    .some((entry) => entry === '*' || h === entry.replace(/^\./, '') || h.endsWith(entry.startsWith('.') ? entry : `.${entry}`));
+}
+
+class RetryableError extends Error {}
+
+interface Dispatchers {
+  direct: Dispatcher;
+  proxy: Map<string, Dispatcher>;
+}
+
+function dispatcherFor(url: URL, o: DownloadOptions, d: Dispatchers): Dispatcher {
+  const proxy = url.protocol === 'https:' ? o.proxies?.https : o.proxies?.http;
+  if (!proxy || bypassesProxy(url.hostname, o.noProxy)) return d.direct;
+  let p = d.proxy.get(proxy);
+  if (!p) {
+    p = new ProxyAgent({ uri: proxy, requestTls: { rejectUnauthorized: !o.insecure } });
+    d.proxy.set(proxy, p);
+  }
+  return p;
+}
+
+/** Yields the image's bytes in order, exactly once each, whatever happens to connections. */
+export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer> {
+  const dispatchers: Dispatchers = {
+    direct: new Agent({ connect: { rejectUnauthorized: !o.insecure, timeout: o.stallTimeoutSec * 1000 } }),
+    proxy: new Map(),
+  };
+  let offset = 0;
+  let total: number | null = null;
+  let validator: string | null = null;
+  const failures: string[] = [];
+  try {
+    for (const url of o.urls) {
+      let attempt = 0;
+      for (;;) {
+        o.signal?.throwIfAborted();
+        const ac = new AbortController();
+        const abortOuter = () => ac.abort(o.signal?.reason);
+        o.signal?.addEventListener('abort', abortOuter, { once: true });
+        let stalled = false;
+        let watchdog: NodeJS.Timeout | null = null;
+        const arm = () => {
+          if (watchdog) clearTimeout(watchdog);
+          watchdog = setTimeout(() => {
+            stalled = true;
+            ac.abort(new Error('stalled'));
+          }, o.stallTimeoutSec * 1000);
+        };
+        try {
+          const headers: Record<string, string> = { ...o.headers };
+          if (offset > 0) {
+            headers['range'] = `bytes=${offset}-`;
+            if (validator) headers['if-range'] = validator;
+            o.onResume?.(offset, url);
+            o.log.warn({ url, offset }, 'resuming image download');
+          }
+          arm();
+          const res = await request(url, {
+            method: 'GET',
+            headers,
+            dispatcher: dispatcherFor(new URL(url), o, dispatchers),
+            signal: ac.signal,
+            headersTimeout: o.stallTimeoutSec * 1000,
+            bodyTimeout: o.stallTimeoutSec * 1000,
+          });
+          let skip = 0;
+          if (res.statusCode === 206 && offset > 0) {
+            const range = /bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''));
+            if (!range || Number(range[1]) !== offset) {
+              await res.body.dump();
+              throw new Error(`server resumed at the wrong offset (${String(res.headers['content-range'])}, wanted ${offset})`);
+            }
+          } else if (res.statusCode === 200) {
+            // A fresh answer: the whole file again (server ignored Range, or If-Range said it changed).
+            if (offset > 0) {
+              const etag = res.headers['etag'] ?? res.headers['last-modified'];
+              if (validator && etag && String(etag) !== validator) {
+                await res.body.dump();
+                throw new AgentError('ImageDownloadError', `Download of image ${o.imageId} failed: the image changed on the server during the download (${url})`);
+              }
+              skip = offset;
+            }
+            const len = Number(res.headers['content-length']);
+            if (total === null && Number.isFinite(len) && len >= 0) {
+              total = len;
+              o.onSize?.(len);
+            }
+            const v = res.headers['etag'] ?? res.headers['last-modified'];
+            validator ??= v ? String(v) : null;
+          } else {
+            const body = (await res.body.text().catch(() => '')).slice(0, 300);
+            const msg = `${url} answered HTTP ${res.statusCode}${body ? `: ${body.trim()}` : ''}`;
+            if (res.statusCode >= 500 || res.statusCode === 408 || res.statusCode === 429) throw new RetryableError(msg);
+            throw new AgentError('ImageDownloadError', `Download of image ${o.imageId} failed: ${msg}`);
+          }
+          for await (const raw of res.body) {
+            arm();
+            let chunk = raw as Buffer;
+            if (skip > 0) {
+              if (chunk.length <= skip) {
+                skip -= chunk.length;
+                continue;
+              }
+              chunk = chunk.subarray(skip);
+              skip = 0;
+            }
+            offset += chunk.length;
+            yield chunk;
+          }
+          if (total !== null && offset < total) throw new RetryableError(`connection closed after ${offset} of ${total} bytes`);
+          return;
+        } catch (err) {
+          if (err instanceof AgentError) throw err;
+          if (o.signal?.aborted) throw err;
+          const reason = stalled ? `no data for ${o.stallTimeoutSec} s` : (err as Error).message;
+          attempt++;
+          failures.push(`${url}: ${reason}`);
+          if (attempt > o.retries) {
+            o.log.error({ url, reason }, 'giving up on this image URL');
+            break;
+          }
+          o.log.warn({ url, reason, attempt, of: o.retries, offset }, `image download interrupted; retrying in ${o.retryIntervalSec} s`);
+          await sleep(o.retryIntervalSec * 1000, undefined, { signal: o.signal });
+        } finally {
+          if (watchdog) clearTimeout(watchdog);
+          o.signal?.removeEventListener('abort', abortOuter);
+        }
+      }
+    }
+    throw downloadError(o.imageId, failures.slice(-3).join('; ') || 'no URL to download from');
+  } finally {
+    await Promise.all([dispatchers.direct, ...dispatchers.proxy.values()].map((d) => d.close().catch(() => undefined)));
+  }
+}
+
+/** Small text downloads (checksum files, configdrive URLs): one request with retries. */
+export async function fetchText(url: string, o: Pick<DownloadOptions, 'insecure' | 'retries' | 'retryIntervalSec' | 'stallTimeoutSec' | 'log' | 'imageId' | 'signal'>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of downloadImage({ ...o, urls: [url] })) chunks.push(c);
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,127 @@
+// The streaming pipeline: download → hash (of the bytes as served) → decompress → format reader
+// (raw or qcow2) → device writer. One pass, bounded memory, back-pressure end to end.
+import type { Hash } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { AgentError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { decompressing, peek, type Compression } from './decompress.js';
+import { DeviceWriter, rawOps } from './device-writer.js';
+import { downloadImage, type DownloadOptions } from './download.js';
+import type { ImageProgress } from './progress.js';
+import type { SpillArea, WriteOp } from './write-ops.js';
+
+export type ImageFormat = 'raw' | 'qcow2';
+
+export function detectFormat(head: Buffer): ImageFormat {
+  return head.length >= 4 && head.readUInt32BE(0) === 0x514649fb ? 'qcow2' : 'raw';
+}
+
+export function invalidImage(details: string): AgentError {
+  return new AgentError('InvalidImage', details);
+}
+
+export interface StreamOptions {
+  download: DownloadOptions;
+  hash: Hash;
+  progress: ImageProgress;
+  fh: FileHandle;
+  deviceName: string;
+  deviceSize: number;
+  preZeroed: boolean;
+  /** disk_format from image_info (null when the conductor did not say). */
+  diskFormat: string | null;
+  /** Formats the conductor permits (lookup config permitted_image_formats). */
+  permittedFormats: string[];
+  log: Logger;
+  /** Where a qcow2 reader may spill data it cannot place yet: from the image's end to the device's. */
+  makeSpill: (fh: FileHandle, start: number, capacity: number) => SpillArea;
+}
+
+export interface StreamResult {
+  format: ImageFormat;
+  compression: Compression;
+  /** How far the image reaches on the device. */
+  extent: number;
+  bytesWritten: number;
+  bytesSkipped: number;
+  downloaded: number;
+}
+
+async function* hashed(source: AsyncIterable<Buffer>, hash: Hash, progress: ImageProgress): AsyncGenerator<Buffer> {
+  for await (const chunk of source) {
+    hash.update(chunk);
+    progress.add(chunk.length);
+    yield chunk;
+  }
+}
+
+/** A spill area that is only placed once the reader has said how big the image is. */
+function deferredSpill(o: StreamOptions, virtualSize: () => number | null): SpillArea {
+  let area: SpillArea | null = null;
+  const get = () => {
+    if (!area) {
+      const size = virtualSize();
+      if (size === null) throw invalidImage('qcow2 data arrived before its header gave the virtual size');
+      const start = Math.ceil(size / 4096) * 4096;
+      const capacity = o.deviceSize - start;
+      if (capacity <= 0) throw invalidImage('this qcow2 image cannot be streamed (its data precedes its tables) and the disk has no room beyond the image to hold the data meanwhile');
+      area = o.makeSpill(o.fh, start, capacity);
+    }
+    return area;
+  };
+  return {
+    write: (data) => get().write(data),
+    read: (pos, len) => get().read(pos, len),
+    get used() {
+      return area?.used ?? 0;
+    },
+  };
+}
+
+export async function streamImageToDevice(o: StreamOptions): Promise<StreamResult> {
+  const source = hashed(downloadImage(o.download), o.hash, o.progress);
+  const { stream: plain, compression } = await decompressing(source);
+  const { head, stream } = await peek(plain, 4);
+  const format = detectFormat(head);
+  if (o.diskFormat && o.diskFormat !== format && !(o.diskFormat === 'iso' && format === 'raw')) {
+    throw invalidImage(`the image is ${format} but its disk_format says ${o.diskFormat}`);
+  }
+  const permittedName = format === 'raw' && o.diskFormat === 'iso' ? 'iso' : format;
+  if (o.permittedFormats.length && !o.permittedFormats.includes(permittedName)) {
+    throw invalidImage(`image format ${permittedName} is not permitted (permitted: ${o.permittedFormats.join(', ')})`);
+  }
+  o.log.info({ format, compression }, 'image format detected');
+
+  const writer = new DeviceWriter(o.fh, { deviceName: o.deviceName, deviceSize: o.deviceSize, preZeroed: o.preZeroed });
+  let virtualSize: number | null = null;
+  let ops: AsyncIterable<WriteOp>;
+  if (format === 'qcow2') {
+    const { readQcow2 } = await import('./qcow2-reader.js');
+    ops = readQcow2(stream, { spill: deferredSpill(o, () => virtualSize), log: o.log });
+  } else {
+    ops = rawOps(stream);
+  }
+  o.progress.phase = 'writing';
+  try {
+    for await (const op of ops) {
+      if (op.kind === 'size') virtualSize = op.virtualSize;
+      await writer.apply(op);
+      o.progress.written = writer.bytesWritten;
+      o.progress.skipped = writer.bytesSkipped;
+    }
+    await writer.finish();
+  } catch (err) {
+    await writer.drain();
+    throw err;
+  }
+  o.progress.written = writer.bytesWritten;
+  o.progress.skipped = writer.bytesSkipped;
+  return {
+    format,
+    compression,
+    extent: Math.max(writer.extent, virtualSize ?? 0),
+    bytesWritten: writer.bytesWritten,
+    bytesSkipped: writer.bytesSkipped,
+    downloaded: o.progress.done,
+  };
+}

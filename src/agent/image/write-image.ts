@@ -1,0 +1,223 @@
+// prepare_image / cache_image / the write_image deploy step: pick the install device, stream the
+// image onto it, verify, and on any failure wipe the disk's partition tables so that the node can
+// never boot a half-written image. Then the config drive and the partition UUIDs Ironic asks for.
+import type { ImageInfo } from '../../protocol/image-info.js';
+import type { PartitionUuids } from '../../protocol/agent-commands.js';
+import { AgentError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Services } from '../services.js';
+import { listDisks, type BlockDevice } from '../hardware/block-devices.js';
+import { chooseInstallDevice } from '../hardware/install-device.js';
+import { eraseDiskMetadata, rescanPartitions } from '../hardware/erase.js';
+import { checksumError, createDigest, expectedDigest, validateChecksumFields, type ExpectedDigest } from './checksum.js';
+import { decodeConfigDrive, writeConfigDriveWholeDisk } from './configdrive.js';
+import { fetchText, type DownloadOptions } from './download.js';
+import { ImageProgress } from './progress.js';
+import { streamImageToDevice, type StreamResult } from './stream-image.js';
+import { zeroOutIfCheap } from './zero-out.js';
+import { FileSpillArea } from './spill-area.js';
+import type { SpillArea } from './write-ops.js';
+import type { FileHandle } from 'node:fs/promises';
+
+export const ESP_PARTTYPES = new Set(['c12a7328-f81f-11d2-ba4b-00a0c93ec93b', '0xef']);
+
+export interface WriteRequest {
+  imageInfo: ImageInfo;
+  configdrive: string | null;
+  /** cache_image: write only, no config drive, no partition UUIDs. */
+  cacheOnly?: boolean;
+  force?: boolean;
+}
+
+export interface WriteContext {
+  log: Logger;
+  progress: ImageProgress;
+  signal?: AbortSignal;
+}
+
+/** Checks image_info before anything starts (IPA answers 400 for these). */
+export function validateImageInfo(info: ImageInfo): void {
+  validateChecksumFields(info);
+}
+
+export function isPartitionImage(info: ImageInfo): boolean {
+  return info.image_type === 'partition';
+}
+
+export function downloadOptions(s: Services, info: ImageInfo, log: Logger, signal?: AbortSignal): DownloadOptions {
+  const headers: Record<string, string> = {};
+  if (info.image_request_authorization) headers['authorization'] = Buffer.from(info.image_request_authorization, 'base64').toString('utf8');
+  else if (info.image_server_auth_strategy === 'http_basic' && info.image_server_user) {
+    headers['authorization'] = `Basic ${Buffer.from(`${info.image_server_user}:${info.image_server_password ?? ''}`).toString('base64')}`;
+  }
+  return {
+    urls: info.urls,
+    imageId: info.id,
+    stallTimeoutSec: s.config.imageDownloadConnectionTimeout,
+    retries: s.config.imageDownloadRetries,
+    retryIntervalSec: s.config.imageDownloadRetryInterval,
+    insecure: s.config.insecure,
+    proxies: info.proxies ?? null,
+    noProxy: info.no_proxy ?? null,
+    headers,
+    log,
+    signal,
+  };
+}
+
+export function permittedFormats(s: Services): string[] {
+  const fromConductor = s.state.conductorConfig['permitted_image_formats'];
+  return Array.isArray(fromConductor) ? fromConductor.filter((f): f is string => typeof f === 'string') : ['raw', 'qcow2', 'iso'];
+}
+
+/** The MBR disk signature as IPA reports a whole-disk image's "root uuid": 0x%08x. */
+export async function diskSignature(s: Services, device: string): Promise<string> {
+  const fh = await s.host.openForWrite(device);
+  try {
+    const buf = Buffer.alloc(4);
+    await fh.read(buf, 0, 4, 440);
+    return `0x${buf.readUInt32LE(0).toString(16).padStart(8, '0')}`;
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function diskByName(s: Services, name: string): Promise<BlockDevice> {
+  const disk = (await listDisks(s.host)).find((d) => d.name === name);
+  if (!disk) throw new AgentError('DeviceNotFound', `${name} disappeared`);
+  return disk;
+}
+
+/** Where a qcow2 reader spills on the target device (shared with partition-image.ts). */
+export const fileSpill = (handle: FileHandle, start: number, capacity: number): SpillArea => new FileSpillArea(handle, start, capacity);
+
+/** Downloads and writes one image onto `disk`, verifying the digest; wipes the disk on failure. */
+async function writeVerified(s: Services, disk: BlockDevice, info: ImageInfo, expected: ExpectedDigest, ctx: WriteContext): Promise<StreamResult> {
+  const { log, progress } = ctx;
+  await eraseDiskMetadata(s.host, disk, log);
+  const preZeroed = await zeroOutIfCheap(s.host, disk.name, disk.size, log);
+  const hash = createDigest(expected.algorithm);
+  const fh = await s.host.openForWrite(disk.name);
+  let result: StreamResult;
+  try {
+    const download = { ...downloadOptions(s, info, log, ctx.signal), onSize: (n: number) => (progress.total = n), onResume: () => progress.resumes++ };
+    result = await streamImageToDevice({
+      download,
+      hash,
+      progress,
+      fh,
+      deviceName: disk.name,
+      deviceSize: disk.size,
+      preZeroed,
+      diskFormat: info.disk_format ?? null,
+      permittedFormats: permittedFormats(s),
+      log,
+      makeSpill: fileSpill,
+    });
+  } finally {
+    await fh.close();
+  }
+  progress.phase = 'verifying';
+  const actual = hash.digest('hex');
+  if (actual !== expected.value) throw checksumError(info.id, info.urls[0] ?? '', expected.value, actual);
+  return result;
+}
+
+export async function writeImage(s: Services, req: WriteRequest, ctx: WriteContext): Promise<{ message: string; device: string }> {
+  const info = req.imageInfo;
+  const log = ctx.log;
+  if (isPartitionImage(info)) {
+    const { writePartitionImage } = await import('./partition-image.js');
+    return writePartitionImage(s, req, ctx);
+  }
+  const chosen = await chooseInstallDevice(s.host, s.state.node, log, {
+    waitAttempts: s.config.diskWaitAttempts,
+    waitDelaySec: s.config.diskWaitDelay,
+    signal: ctx.signal,
+  });
+  await s.host.assertMayDestroy(chosen.name);
+  const disk = await diskByName(s, chosen.name);
+  const cached = s.state.cachedImage;
+  const alreadyThere = !req.force && cached?.id === info.id && cached.device === disk.name;
+  if (!alreadyThere) {
+    const fetchOpts = downloadOptions(s, info, log, ctx.signal);
+    const expected = await expectedDigest(info, (url) => fetchText(url, fetchOpts));
+    log.info({ device: disk.name, image: info.id, urls: info.urls, algorithm: expected.algorithm }, 'writing image');
+    const started = Date.now();
+    let result: StreamResult | null = null;
+    // One more full attempt after a checksum mismatch: a resumed download from a mirror that
+    // changed under us is the likely cause; a second mismatch is final.
+    for (let attempt = 1; !result; attempt++) {
+      try {
+        result = await writeVerified(s, disk, info, expected, ctx);
+      } catch (err) {
+        await eraseDiskMetadata(s.host, disk, log).catch((e: unknown) => log.error({ err: (e as Error).message }, 'could not wipe the disk after a failed write'));
+        const retry = err instanceof AgentError && err.type === 'ImageChecksumError' && attempt < 2;
+        log.error({ err: (err as Error).message, attempt, retry }, 'image write failed; partition tables wiped');
+        if (!retry) throw err;
+        ctx.progress.done = 0;
+      }
+    }
+    const secs = (Date.now() - started) / 1000;
+    log.info(
+      { device: disk.name, ...result, seconds: secs, mb_per_s: Math.round(result.downloaded / secs / 1e6) },
+      `image ${info.id} written to ${disk.name}`,
+    );
+    ctx.progress.phase = 'finalizing';
+    await finishWholeDisk(s, disk, result, log);
+    if (req.cacheOnly) s.state.cachedImage = { id: info.id, device: disk.name };
+  } else {
+    log.info({ image: info.id, device: disk.name }, 'image already written to the device this boot: not writing it again');
+  }
+  if (req.cacheOnly) return { message: `image (${info.id}) ${alreadyThere ? 'already present on' : 'cached to'} device ${disk.name}`, device: disk.name };
+
+  const configdrive = req.configdrive ?? info.configdrive ?? null;
+  if (configdrive) {
+    ctx.progress.phase = 'configdrive';
+    const raw = /^https?:\/\//i.test(configdrive) ? await fetchText(configdrive, downloadOptions(s, info, log, ctx.signal)) : configdrive;
+    await writeConfigDriveWholeDisk(s.host, await diskByName(s, disk.name), decodeConfigDrive(raw), log);
+  }
+  const uuids = await wholeDiskUuids(s, disk.name, info);
+  s.state.partitionUuids = uuids;
+  let message = `image (${info.id}) written to device ${disk.name} root_uuid=${uuids['root uuid']}`;
+  if (uuids['efi system partition uuid']) message += ` efi_system_partition_uuid=${uuids['efi system partition uuid']}`;
+  return { message, device: disk.name };
+}
+
+/** After a whole-disk write: partitions visible, backup GPT at the real end of the disk, ≥ 1 partition. */
+async function finishWholeDisk(s: Services, disk: BlockDevice, result: StreamResult, log: Logger): Promise<void> {
+  await rescanPartitions(s.host, disk.name);
+  const pttype = await s.host.run('blkid', ['-p', '-o', 'value', '-s', 'PTTYPE', disk.name], { allowFailure: true, timeoutMs: 30_000 });
+  if (pttype.stdout.trim() === 'gpt' && result.extent < disk.size) {
+    // The image's backup GPT sits at the end of the image, not of this bigger disk.
+    await s.host.run('sgdisk', ['-e', disk.name], { timeoutMs: 60_000 });
+    await rescanPartitions(s.host, disk.name);
+  }
+  const after = await diskByName(s, disk.name);
+  if (!after.children.some((c) => c.type === 'part')) {
+    await eraseDiskMetadata(s.host, after, log);
+    throw new AgentError('DeploymentError', `the image written to ${disk.name} has no partition table: a whole-disk image must be partitioned`);
+  }
+}
+
+async function wholeDiskUuids(s: Services, device: string, info: ImageInfo): Promise<PartitionUuids> {
+  const uuids: PartitionUuids = { 'root uuid': await diskSignature(s, device) };
+  const bootMode = info.deploy_boot_mode ?? bootModeOf(s.state.node);
+  if (bootMode === 'uefi') {
+    const disk = await diskByName(s, device);
+    const esp = disk.children.find((c) => c.parttype && ESP_PARTTYPES.has(c.parttype.toLowerCase()));
+    if (esp?.partuuid) uuids['efi system partition uuid'] = esp.partuuid;
+  }
+  return uuids;
+}
+
+export function bootModeOf(node: Record<string, unknown> | null | undefined): 'uefi' | 'bios' | null {
+  const ii = node?.['instance_info'] as Record<string, unknown> | undefined;
+  const fromInstance = ii?.['deploy_boot_mode'];
+  if (fromInstance === 'uefi' || fromInstance === 'bios') return fromInstance;
+  const caps = (node?.['properties'] as Record<string, unknown> | undefined)?.['capabilities'];
+  const m = typeof caps === 'string' ? /(?:^|,)boot_mode:(uefi|bios)/.exec(caps) : null;
+  if (m) return m[1] as 'uefi' | 'bios';
+  const dii = (node?.['driver_internal_info'] as Record<string, unknown> | undefined)?.['deploy_boot_mode'];
+  return dii === 'uefi' || dii === 'bios' ? dii : null;
+}

@@ -1,0 +1,37 @@
+// What format readers hand to the device writer: positioned writes and known-zero ranges.
+// Readers are async generators, so back-pressure is just "the writer pulls the next op".
+
+/** Write `data` at byte `offset` of the target. */
+export interface DataOp {
+  kind: 'data';
+  offset: number;
+  data: Buffer;
+}
+
+/** The range [offset, offset+length) must read back as zeros (qcow2 zero clusters, sparse holes). */
+export interface ZeroOp {
+  kind: 'zero';
+  offset: number;
+  length: number;
+}
+
+/** The image's virtual size, as soon as the reader knows it (qcow2 header). */
+export interface SizeOp {
+  kind: 'size';
+  virtualSize: number;
+}
+
+export type WriteOp = DataOp | ZeroOp | SizeOp;
+
+/**
+ * Scratch space for data a streaming reader cannot place yet (a qcow2 cluster whose L2 table comes
+ * later in the file). On a real deploy it lives on the target disk beyond the image's virtual
+ * size — never in RAM or tmpfs.
+ */
+export interface SpillArea {
+  /** Stores `data`; returns where it went, for `read`. Throws when full. */
+  write(data: Buffer): Promise<number>;
+  read(position: number, length: number): Promise<Buffer>;
+  /** Bytes stored so far. */
+  readonly used: number;
+}
