@@ -38,6 +38,9 @@ const ctx = (args: Record<string, unknown> = {}): StepContext => ({
   host: new FakeHost(),
   config: DEFAULTS,
   log: silentLogger(),
+  // Only write_image uses these; the steps under test here never touch them.
+  services: {} as StepContext['services'],
+  command: { id: 'test', log: silentLogger(), reportProgress: () => undefined },
 });
 
 describe('HardwareManagers.steps', () => {

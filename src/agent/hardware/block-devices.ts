@@ -85,7 +85,17 @@ export function parseLsblk(json: string): BlockDevice[] {
  * The disks the agent may work on: with an allow-list exactly those devices (whatever their type,
  * so loop devices work in tests), otherwise every disk-like device IPA would consider.
  */
-export async function listDisks(host: Host): Promise<BlockDevice[]> {
+export interface ListDisksOptions {
+  /**
+   * Also report RAID arrays and multipath maps that lsblk's JSON tree nests under their member
+   * disks (md0 under sda and sdb), once each, as IPA's flat lsblk listing reports them as disks.
+   */
+  nested?: boolean;
+}
+
+const NESTED_DISK_TYPE = /^(raid\d+|mpath)$/;
+
+export async function listDisks(host: Host, opts: ListDisksOptions = {}): Promise<BlockDevice[]> {
   const allow = host.deviceAllowList;
   const args = ['-bia', '--json', '-o', COLUMNS];
   if (allow) {
@@ -97,7 +107,20 @@ export async function listDisks(host: Host): Promise<BlockDevice[]> {
   const { stdout } = await host.run('lsblk', args, { timeoutMs: 30_000 });
   const devices = parseLsblk(stdout);
   if (allow) return devices;
-  return devices.filter((d) => DISK_TYPES.has(d.type) && d.size > 0 && !IGNORED_NAMES.test(d.kname));
+  const disks = devices.filter((d) => DISK_TYPES.has(d.type) && d.size > 0 && !IGNORED_NAMES.test(d.kname));
+  if (!opts.nested) return disks;
+  const seen = new Set(disks.map((d) => d.kname));
+  const walk = (list: BlockDevice[]) => {
+    for (const d of list) {
+      if (NESTED_DISK_TYPE.test(d.type) && d.size > 0 && !seen.has(d.kname)) {
+        seen.add(d.kname);
+        disks.push(d);
+      }
+      walk(d.children);
+    }
+  };
+  walk(devices.flatMap((d) => d.children));
+  return disks;
 }
 
 /** The device and all its partitions, deepest first in reverse name order (the order IPA wipes them). */

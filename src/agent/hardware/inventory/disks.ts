@@ -65,6 +65,6 @@ export async function diskDetails(host: Host, d: BlockDevice, byPath: Map<string
 }
 
 export async function collectDisks(host: Host): Promise<InventoryDisk[]> {
-  const [disks, byPath] = await Promise.all([listDisks(host), byPathIndex(host)]);
+  const [disks, byPath] = await Promise.all([listDisks(host, { nested: true }), byPathIndex(host)]);
   return Promise.all(disks.map((d) => diskDetails(host, d, byPath)));
 }
