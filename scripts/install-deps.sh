@@ -12,11 +12,15 @@ fi
 PKGS=(
   # the real conductor the conformance tests drive us with
   ironic-api ironic-conductor python3-ironicclient ironic-inspector
-  # what the agent runs
+  # what the agent runs (a ramdisk image needs these too; tcpdump: passive LLDP, ipa-collect-lldp)
   util-linux fdisk gdisk parted e2fsprogs dosfstools xfsprogs mdadm kmod udev
-  iproute2 dmidecode ipmitool lshw pciutils coreutils procps qemu-utils zstd xz-utils
+  iproute2 dmidecode ipmitool lshw pciutils coreutils procps qemu-utils zstd xz-utils tcpdump
   # what the tests use to look at disks and networks
-  mtools curl
+  mtools curl genisoimage file
+  # install_bootloader: efibootmgr for UEFI NVRAM entries (mtools reads ESPs without mounting);
+  # its tests build a bootable Debian image (mmdebstrap; the image brings its own GRUB) and boot it
+  # under QEMU with SeaBIOS; debugfs (e2fsprogs) reads the result without mounting
+  efibootmgr mmdebstrap qemu-system-x86 seabios
 )
 if [[ "${1:-}" == "--with-vm" ]]; then
   PKGS+=(qemu-system-x86 ipxe-qemu ovmf seabios dnsmasq-base busybox-static mmdebstrap cpio binutils

@@ -410,9 +410,9 @@ async function writeRoot(s: Services, root: BlockDevice, rootMiB: number, info: 
       makeSpill: fileSpill,
     });
   } catch (err) {
-    // The device writer's bound is root_mb: an image that turns out bigger (a compressed raw image
-    // only shows its size at the end) gets IPA's error.
-    // A qcow2 header's virtual size is the real one; a raw stream only shows it went past the end.
+    // The device writer's bound is root_mb: an image that turns out bigger (a compressed image only
+    // shows its size once decompressing) gets IPA's error. A qcow2 header's virtual size is the real
+    // one; a raw stream only shows that it went past the end.
     const needs = err instanceof AgentError && err.type === 'ImageWriteError' ? /the image needs (\d+) bytes/.exec(err.details) : null;
     if (needs) throw tooSmall(format === 'qcow2' ? Number(needs[1]) : null, Math.min(rootMiB, Math.floor(root.size / MiB)));
     throw err;
