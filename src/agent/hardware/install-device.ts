@@ -18,26 +18,41 @@ function obj(v: unknown): Record<string, unknown> | null {
   return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
 }
 
-export function rootDeviceHintsOf(node: NodeLike): Record<string, unknown> | null {
-  const fromInstance = obj(obj(node?.['instance_info'])?.['root_device']);
-  if (fromInstance && Object.keys(fromInstance).length) return fromInstance;
-  const fromProps = obj(obj(node?.['properties'])?.['root_device']);
-  return fromProps && Object.keys(fromProps).length ? fromProps : null;
+/** Python truthiness of a JSON value (IPA picks `instance_info.root_device or properties.root_device`). */
+function truthy(v: unknown): boolean {
+  if (v === null || v === undefined || v === false || v === 0 || v === '') return false;
+  if (Array.isArray(v)) return v.length > 0;
+  if (typeof v === 'object') return Object.keys(v).length > 0;
+  return true;
 }
 
-/** Drops disks matching any hint dict of properties.skip_block_devices (volume_name entries name RAID volumes). */
+export function rootDeviceHintsOf(node: NodeLike): Record<string, unknown> | null {
+  for (const where of ['instance_info', 'properties'] as const) {
+    const value = obj(node?.[where])?.['root_device'];
+    if (!truthy(value)) continue;
+    // A malformed root_device ("sda", a list) fails in IPA; ignoring it would write to the default disk instead.
+    const hints = obj(value);
+    if (!hints) throw errors.deviceNotFound(`${where}.root_device must be a dictionary of root device hints, not ${JSON.stringify(value)}`);
+    return hints;
+  }
+  return null;
+}
+
+/**
+ * Drops disks matching any hint dict of properties.skip_block_devices. An entry with a volume_name
+ * names a RAID volume and is ignored here as a whole, other keys included (IPA's
+ * get_skip_list_from_node: `if 'volume_name' in hint: continue`).
+ */
 export function withoutSkipped(disks: InventoryDisk[], node: NodeLike): InventoryDisk[] {
   const skip = obj(node?.['properties'])?.['skip_block_devices'];
   if (!Array.isArray(skip) || skip.length === 0) return disks;
-  return disks.filter(
-    (d) =>
-      !skip.some((entry) => {
-        const hints = obj(entry);
-        if (!hints) return false;
-        const { volume_name: _ignored, ...rest } = hints;
-        return Object.keys(rest).length > 0 && findDevicesByHints([d], rest).length === 1;
-      }),
-  );
+  const skipped = new Set<string>();
+  for (const entry of skip) {
+    const hints = obj(entry);
+    if (!hints || 'volume_name' in hints || Object.keys(hints).length === 0) continue;
+    for (const d of findDevicesByHints(disks, hints)) skipped.add(d.name);
+  }
+  return disks.filter((d) => !skipped.has(d.name));
 }
 
 /** Without hints: the smallest disk of at least 4 GiB, ties broken by name. */
@@ -79,12 +94,15 @@ export interface ChooseOptions {
 
 export async function chooseInstallDevice(host: Host, node: NodeLike, log: Logger, o: ChooseOptions): Promise<InventoryDisk> {
   const attempts = Math.max(1, o.waitAttempts);
+  // Invalid hints never become valid: fail now instead of after attempts × delay of waiting.
+  const hints = rootDeviceHintsOf(node);
+  if (hints) findDevicesByHints([], hints);
   for (let i = 1; ; i++) {
     const disks = await collectDisks(host);
     try {
       const disk = pickInstallDevice(disks, node, log);
       log.info(
-        { device: disk.name, size: disk.size, serial: disk.serial, wwn: disk.wwn, by_path: disk.by_path, model: disk.model, hints: rootDeviceHintsOf(node) },
+        { device: disk.name, size: disk.size, serial: disk.serial, wwn: disk.wwn, by_path: disk.by_path, model: disk.model, hints },
         `install device: ${disk.name}`,
       );
       return disk;
