@@ -19,6 +19,7 @@ import { deployCommands } from './extensions/deploy.js';
 import { standbyCommands } from './extensions/standby.js';
 import { logCommands } from './extensions/log.js';
 import { pollCommands } from './extensions/poll.js';
+import { imageCommands } from './extensions/image.js';
 import type { IronicClient } from './ironic-client.js';
 import type { Heartbeater } from './heartbeat.js';
 import { detectAdvertiseHost, formatCallbackUrl } from './advertise.js';
@@ -46,6 +47,8 @@ export class Agent {
   /** Lookups after the first one wait as long as it takes: the "machine" is off until Ironic boots it. */
   private rebooted = false;
   private lldp: LldpListener | null = null;
+  /** Settles once LLDP listening has started (or could not): readers wait on it, never race it. */
+  private lldpReady: Promise<LldpListener | null> = Promise.resolve(null);
   /** Node UUID from inspection, passed to the first lookup. */
   private inspectedNode: string | null = null;
 
@@ -73,9 +76,13 @@ export class Agent {
       logRing: logging.ring,
       state: this.state,
       managers: new HardwareManagers([genericHardwareManager()]),
-      inventory: new InventoryCollector(this.host, { bootif: config.bootif, interfaces: config.interfaces }),
+      inventory: new InventoryCollector(this.host, {
+        bootif: config.bootif,
+        interfaces: config.interfaces,
+        lldp: config.collectLldp ? () => this.lldpReady : undefined,
+      }),
     };
-    for (const ext of [cleanCommands, deployCommands, standbyCommands, logCommands, pollCommands]) this.executor.register(ext(this.services));
+    for (const ext of [cleanCommands, deployCommands, standbyCommands, logCommands, pollCommands, imageCommands]) this.executor.register(ext(this.services));
     this.listener = new ApiListener(
       { executor: this.executor, state: this.state, log: this.log.child({ part: 'api' }), status: () => this.status() },
       config.listenHost,
@@ -91,8 +98,9 @@ export class Agent {
   async start(): Promise<void> {
     await this.checkDevices();
     this.log.info({ version: FERRUM_VERSION, ipa_compat: IPA_COMPAT_VERSION, devices: this.config.devices, power: this.config.power }, 'Ferrum agent starting');
+    // Set before the API answers: an inventory taken at once waits for LLDP instead of missing it.
+    this.lldpReady = this.startLldp();
     await this.listener.listen(await this.staticTls());
-    this.startLldp();
     if (this.config.standalone) {
       this.state.phase = 'standalone';
       this.log.warn('standalone mode: no lookup, no heartbeats; commands need no token');
@@ -119,31 +127,37 @@ export class Agent {
     return this.lifecycle ?? Promise.resolve();
   }
 
-  private startLldp(): void {
+  private async startLldp(): Promise<LldpListener | null> {
     const wanted = this.config.collectLldp || (this.config.inspectionCallbackUrl && this.config.inspectionCollectors.includes('lldp'));
-    if (!wanted) return;
-    void import('./inspection/lldp.js').then(async ({ LldpListener }) => {
-      this.lldp = new LldpListener(this.log.child({ part: 'lldp' }));
+    if (!wanted) return null;
+    try {
+      const { LldpListener } = await import('./inspection/lldp.js');
       const nics = await listInterfaces(this.host, this.config.interfaces);
+      if (this.stopped) return null; // stop() came first: start no tcpdump it would not end
+      this.lldp = new LldpListener(this.log.child({ part: 'lldp' }));
       this.lldp.start(
         nics.map((n) => n.name),
         this.config.lldpTimeout,
       );
-    });
+      return this.lldp;
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'LLDP listening could not start');
+      return null;
+    }
   }
 
   /** Inspection without an Ironic API (inspector-only setups): report, then keep serving. */
   private async inspectOnly(): Promise<void> {
     this.state.phase = 'inspecting';
     const { inspect } = await import('./inspection/inspect.js');
-    await inspect(this.services, this.lldp);
+    await inspect(this.services, await this.lldpReady);
   }
 
   private async runLifecycle(): Promise<void> {
     if (this.config.inspectionCallbackUrl) {
       this.state.phase = 'inspecting';
       const { inspect } = await import('./inspection/inspect.js');
-      this.inspectedNode = (await inspect(this.services, this.lldp)).nodeUuid;
+      this.inspectedNode = (await inspect(this.services, await this.lldpReady)).nodeUuid;
     }
     while (!this.stopped) {
       await this.lookupAndHeartbeat();

@@ -1,8 +1,11 @@
 // A real Ironic (Debian's ironic-conductor + ironic-api, split mode over json-rpc) for conformance
 // tests: SQLite in a temporary directory, fake-hardware, noauth, direct deploy, automated cleaning,
 // short timeouts. It runs inside a network namespace bound to the namespace's address, so the
-// agent reaches it over a real link. stop() ends exactly the processes start() spawned and the
-// workers they forked. IronicApi is a small typed client of the REST API.
+// agent reaches it over a real link. With `inspector: true` it also runs Debian's ironic-inspector
+// 11.1 (standalone: API and conductor in one process, SQLite, fake:// transport, no PXE filter,
+// add_ports=all) on the same address, port 5050, and enables Ironic's `inspector` inspect
+// interface pointing at it. stop() ends exactly the processes start() spawned and the workers
+// they forked. IronicApi and InspectorApi are small typed clients of the REST APIs.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -23,6 +26,17 @@ export async function assertIronicInstalled(): Promise<void> {
   if (missing.length > 0) throw new Error(`Ironic is not installed (missing ${missing.join(', ')}): ${INSTALL_HINT}`);
 }
 
+/** Same for ironic-inspector (Debian package ironic-inspector, 11.1.x). */
+export async function assertInspectorInstalled(): Promise<void> {
+  const missing: string[] = [];
+  for (const cmd of ['ironic-inspector', 'ironic-inspector-dbsync']) {
+    if ((await sh('sh', ['-c', `command -v ${cmd}`])).code !== 0) missing.push(cmd);
+  }
+  if (missing.length > 0) {
+    throw new Error(`ironic-inspector is not installed (missing ${missing.join(', ')}): run scripts/install-deps.sh as root`);
+  }
+}
+
 export interface IronicOptions {
   /** Address inside the namespace to bind the API and json-rpc to. */
   bindAddr: string;
@@ -35,9 +49,19 @@ export interface IronicOptions {
   /** Deploy/clean callback timeouts. */
   callbackTimeout?: number;
   startTimeoutMs?: number;
+  /** Also start ironic-inspector and enable the `inspector` inspect interface (default false). */
+  inspector?: boolean;
+  inspectorPort?: number;
+  /**
+   * ironic-inspector [processing]processing_hooks. The default is the inspector's defaults plus
+   * lldp_basic and local_link_connection (LLDP → port local_link_connection).
+   */
+  inspectorHooks?: string;
+  /** [deploy]erase_devices_priority (e.g. 0: automated cleaning only wipes metadata). Unset: the agent's. */
+  eraseDevicesPriority?: number | null;
 }
 
-type ServiceName = 'ironic-conductor' | 'ironic-api';
+type ServiceName = 'ironic-conductor' | 'ironic-api' | 'ironic-inspector';
 
 interface Tracked {
   proc: ChildProcess;
@@ -117,6 +141,11 @@ export class IronicServer {
   readonly apiUrl: string;
   readonly confFile: string;
   readonly api: IronicApi;
+  /** http://<bind>:5050 when started with `inspector: true`, else null. */
+  readonly inspectorUrl: string | null;
+  readonly inspectorConfFile: string;
+  /** Where ironic-inspector stores the `logs` the ramdisk sent (one tar.gz per run). */
+  readonly inspectorLogsDir: string;
   private readonly procs = new Map<ServiceName, Tracked>();
   private readonly exitHook = () => this.killAllSync();
 
@@ -127,17 +156,31 @@ export class IronicServer {
     this.apiUrl = `http://${o.bindAddr}:${o.apiPort}`;
     this.confFile = join(stateDir, 'ironic.conf');
     this.api = new IronicApi(this.apiUrl);
+    this.inspectorUrl = o.inspector ? `http://${o.bindAddr}:${o.inspectorPort}` : null;
+    this.inspectorConfFile = join(stateDir, 'inspector.conf');
+    this.inspectorLogsDir = join(stateDir, 'inspector-ramdisk-logs');
+  }
+
+  /** The ironic-inspector client; throws if the server was started without it. */
+  get inspector(): InspectorApi {
+    if (!this.inspectorUrl) throw new Error('IronicServer was started without ironic-inspector (inspector: true)');
+    return new InspectorApi(this.inspectorUrl);
   }
 
   /** Writes the configuration, creates the database and starts conductor and API. */
   static async start(opts: IronicOptions): Promise<IronicServer> {
     await assertIronicInstalled();
+    if (opts.inspector) await assertInspectorInstalled();
     const o: Required<IronicOptions> = {
       apiPort: 6385,
       rpcPort: 8089,
       ramdiskHeartbeatTimeout: 10,
       callbackTimeout: 180,
       startTimeoutMs: 120_000,
+      inspector: false,
+      inspectorPort: 5050,
+      inspectorHooks: '$default_processing_hooks,lldp_basic,local_link_connection',
+      eraseDevicesPriority: null,
       ...opts,
     };
     const stateDir = await mkdtemp(join(tmpdir(), 'ferrum-ironic-'));
@@ -149,6 +192,7 @@ export class IronicServer {
       await server.startService('ironic-conductor');
       await server.waitFor('conductor json-rpc', 'ironic-conductor', () => portOpen(o.bindAddr, o.rpcPort));
       await server.startApi();
+      if (o.inspector) await server.startInspector();
     } catch (err) {
       await server.stop();
       throw err;
@@ -178,6 +222,10 @@ export class IronicServer {
     return readFile(this.logFile('ironic-api'), 'utf8').catch(() => '');
   }
 
+  async inspectorLog(): Promise<string> {
+    return readFile(this.logFile('ironic-inspector'), 'utf8').catch(() => '');
+  }
+
   /** Starts ironic-api and waits until it lists fake-hardware (i.e. sees the conductor). */
   async startApi(): Promise<void> {
     await this.startService('ironic-api');
@@ -202,6 +250,7 @@ export class IronicServer {
 
   /** Stops everything this server started. Safe to call more than once. */
   async stop(): Promise<void> {
+    await this.stopService('ironic-inspector');
     await this.stopService('ironic-api');
     await this.stopService('ironic-conductor');
     await this.api.close();
@@ -242,7 +291,7 @@ enabled_management_interfaces = fake
 default_management_interface = fake
 enabled_network_interfaces = noop
 default_network_interface = noop
-enabled_inspect_interfaces = no-inspect
+enabled_inspect_interfaces = ${o.inspector ? 'no-inspect,inspector' : 'no-inspect'}
 default_inspect_interface = no-inspect
 enabled_rescue_interfaces = no-rescue
 default_rescue_interface = no-rescue
@@ -289,7 +338,7 @@ sync_power_state_interval = 60
 fast_track = false
 http_url = http://${o.bindAddr}:8088
 http_root = ${d}/httpboot
-
+${o.eraseDevicesPriority === null ? '' : `erase_devices_priority = ${o.eraseDevicesPriority}\n`}
 [agent]
 require_tls = false
 certificates_path = ${d}/certificates
@@ -307,8 +356,84 @@ image_download_source = http
 [service_catalog]
 auth_type = none
 endpoint_override = http://${o.bindAddr}:${o.apiPort}
-`;
+${o.inspector ? this.ironicInspectorSection() : ''}`;
     await writeFile(this.confFile, conf);
+  }
+
+  /** Ironic's side: where the inspector is, and that Ironic polls it every 5 s for the result. */
+  private ironicInspectorSection(): string {
+    return `
+[inspector]
+endpoint_override = ${this.inspectorUrl}
+auth_type = none
+callback_endpoint_override = ${this.inspectorUrl}
+status_check_period = 5
+# Only used when Ironic manages the inspection boot (fake boot cannot): the inspector powers off.
+power_off = false
+`;
+  }
+
+  /** ironic-inspector 11.1 standalone, as /work/shared/ironic-harness/inspector.sh runs it. */
+  private async writeInspectorConfig(): Promise<void> {
+    const d = this.stateDir;
+    const o = this.o;
+    await mkdir(this.inspectorLogsDir, { recursive: true });
+    const conf = `# Written by test/helpers/ironic.ts for one test run.
+[DEFAULT]
+debug = true
+auth_strategy = noauth
+listen_address = ${o.bindAddr}
+listen_port = ${o.inspectorPort}
+host = ${o.bindAddr}
+# API and conductor in one process, talking in-process: no RabbitMQ.
+standalone = true
+transport_url = fake://
+# Ironic's fake boot cannot boot a ramdisk itself: the inspector sets PXE and reboots (fake power).
+can_manage_boot = true
+timeout = ${o.callbackTimeout}
+clean_up_period = 10
+introspection_delay = 0
+use_stderr = false
+
+[database]
+connection = sqlite:///${d}/inspector.sqlite
+
+[ironic]
+auth_type = none
+endpoint_override = ${this.apiUrl}
+
+[pxe_filter]
+driver = noop
+
+[processing]
+store_data = database
+# Every NIC in the inventory becomes a port, with or without an IP address.
+add_ports = all
+keep_ports = all
+processing_hooks = ${o.inspectorHooks}
+ramdisk_logs_dir = ${this.inspectorLogsDir}
+always_store_ramdisk_logs = true
+power_off = true
+
+[oslo_concurrency]
+lock_path = ${d}/locks
+`;
+    await writeFile(this.inspectorConfFile, conf);
+  }
+
+  /** Writes the inspector's configuration, migrates its database, starts it and waits for its API. */
+  private async startInspector(): Promise<void> {
+    await this.writeInspectorConfig();
+    const res = await sh('ironic-inspector-dbsync', ['--config-file', this.inspectorConfFile, 'upgrade']);
+    if (res.code !== 0) throw new Error(`ironic-inspector-dbsync upgrade failed:\n${res.stderr}${res.stdout}`);
+    await this.startService('ironic-inspector');
+    await this.waitFor('ironic-inspector API', 'ironic-inspector', async () => {
+      try {
+        return (await fetch(`${this.inspectorUrl}/`, { signal: AbortSignal.timeout(3000) })).ok;
+      } catch {
+        return false;
+      }
+    });
   }
 
   private async createSchema(): Promise<void> {
@@ -319,7 +444,8 @@ endpoint_override = http://${o.bindAddr}:${o.apiPort}
   private async startService(name: ServiceName): Promise<void> {
     if (this.isRunning(name)) return;
     const out = openSync(join(this.stateDir, `${name}.out`), 'a');
-    const argv = [...this.o.execPrefix, name, '--config-file', this.confFile, '--log-file', this.logFile(name)];
+    const conf = name === 'ironic-inspector' ? this.inspectorConfFile : this.confFile;
+    const argv = [...this.o.execPrefix, name, '--config-file', conf, '--log-file', this.logFile(name)];
     // detached: own session, so a signal aimed at the test runner's group does not reach it and
     // we stop it deliberately. `ip netns exec` execs the service, so proc.pid is the service.
     const proc = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', out, out], env: ironicEnv() });
@@ -432,6 +558,10 @@ export interface IronicPort {
   uuid: string;
   address: string;
   node_uuid: string;
+  pxe_enabled?: boolean;
+  local_link_connection?: Record<string, unknown>;
+  extra?: Record<string, unknown>;
+  [key: string]: unknown;
 }
 
 export class IronicHttpError extends Error {
@@ -450,6 +580,8 @@ export type ProvisionTarget = 'manage' | 'provide' | 'clean' | 'deploy' | 'delet
 export interface CreateNodeOptions {
   name?: string;
   deployInterface?: string;
+  /** e.g. `inspector` (the server must run with `inspector: true`); Ironic's default otherwise. */
+  inspectInterface?: string;
   properties?: Record<string, unknown>;
   driverInfo?: Record<string, unknown>;
 }
@@ -491,6 +623,7 @@ export class IronicApi {
         ...(o.name ? { name: o.name } : {}),
         driver: 'fake-hardware',
         deploy_interface: o.deployInterface ?? 'direct',
+        ...(o.inspectInterface ? { inspect_interface: o.inspectInterface } : {}),
         network_interface: 'noop',
         driver_info: {
           deploy_kernel: 'http://127.0.0.1/ferrum-test-dummy-kernel',
@@ -509,6 +642,17 @@ export class IronicApi {
 
   getNode(id: string): Promise<IronicNode> {
     return this.call<IronicNode>('GET', `/v1/nodes/${encodeURIComponent(id)}`);
+  }
+
+  /** The node's ports with every field. */
+  async listPorts(nodeUuid: string): Promise<IronicPort[]> {
+    const res = await this.call<{ ports: IronicPort[] }>('GET', `/v1/ports/detail?node_uuid=${encodeURIComponent(nodeUuid)}`);
+    return res.ports;
+  }
+
+  /** GET /v1/nodes/{id}/inventory (API 1.81): what Ironic stored from the last inspection. */
+  nodeInventory(id: string): Promise<{ inventory: Record<string, unknown>; plugin_data: Record<string, unknown> }> {
+    return this.call('GET', `/v1/nodes/${encodeURIComponent(id)}/inventory`);
   }
 
   async setProvisionState(id: string, target: ProvisionTarget, extra: Record<string, unknown> = {}): Promise<void> {
@@ -557,5 +701,66 @@ export class IronicApi {
 
   async close(): Promise<void> {
     // fetch keeps no state worth closing; kept for symmetry with the agent client.
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// ironic-inspector REST client (API v1, noauth)
+
+export interface IntrospectionStatus {
+  uuid: string;
+  state: string;
+  finished: boolean;
+  error: string | null;
+  started_at: string | null;
+  finished_at: string | null;
+  [key: string]: unknown;
+}
+
+export class InspectorApi {
+  constructor(readonly url: string) {}
+
+  private async get<T>(path: string): Promise<T> {
+    const res = await fetch(`${this.url}${path}`, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(30_000) });
+    const text = await res.text();
+    if (res.status !== 200) throw new IronicHttpError(res.status, text, `ironic-inspector GET ${path}`);
+    return JSON.parse(text) as T;
+  }
+
+  /** GET /v1/introspection/<uuid>: state (starting, waiting, processing, finished, error…). */
+  status(nodeUuid: string): Promise<IntrospectionStatus> {
+    return this.get(`/v1/introspection/${encodeURIComponent(nodeUuid)}`);
+  }
+
+  /** The processed data the inspector stored ([processing]store_data = database; `logs` is never kept). */
+  data(nodeUuid: string): Promise<Record<string, unknown>> {
+    return this.get(`/v1/introspection/${encodeURIComponent(nodeUuid)}/data`);
+  }
+
+  /** The data exactly as the ramdisk posted it (minus `logs`). */
+  unprocessedData(nodeUuid: string): Promise<Record<string, unknown>> {
+    return this.get(`/v1/introspection/${encodeURIComponent(nodeUuid)}/data/unprocessed`);
+  }
+
+  /** Polls until the introspection is in `state`; fails early on an error. */
+  async waitForState(nodeUuid: string, state: string, o: { timeoutMs: number; onFailure?: () => Promise<string> }): Promise<IntrospectionStatus> {
+    const deadline = Date.now() + o.timeoutMs;
+    let last: IntrospectionStatus | null = null;
+    let lastError = '';
+    for (;;) {
+      try {
+        last = await this.status(nodeUuid);
+        if (last.state === state) return last;
+      } catch (err) {
+        lastError = (err as Error).message;
+      }
+      const failed = last !== null && (last.state === 'error' || last.error !== null);
+      if (failed || Date.now() > deadline) {
+        const extra = o.onFailure ? `\n${await o.onFailure().catch((e: Error) => e.message)}` : '';
+        const where = last ? `introspection is "${last.state}", error: ${last.error}` : `status could not be read: ${lastError}`;
+        throw new Error(`${failed ? 'failed' : `timed out after ${o.timeoutMs} ms`} waiting for introspection state ${state} of ${nodeUuid}: ${where}${extra}`);
+      }
+      await sleep(300);
+    }
   }
 }

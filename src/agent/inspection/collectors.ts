@@ -20,11 +20,9 @@ export interface CollectorContext {
 type Collector = (data: InspectionData, ctx: CollectorContext) => Promise<void>;
 
 export const COLLECTORS: Record<string, Collector> = {
-  async default(data, { services: s, lldp }) {
+  async default(data, { services: s }) {
+    // With ipa-collect-lldp the inventory itself waits for and fills interfaces[].lldp.
     const inventory: Inventory = await s.inventory.collect();
-    if (lldp && s.config.collectLldp) {
-      for (const iface of inventory.interfaces) iface.lldp = lldp.tlvs(iface.name);
-    }
     data['inventory'] = inventory;
     const root = guessRootDisk(inventory.disks);
     if (root) data['root_disk'] = root;
@@ -50,7 +48,7 @@ export const COLLECTORS: Record<string, Collector> = {
   },
   async lldp(data, { lldp }) {
     if (!lldp) throw new Error('LLDP listening is not running');
-    data['lldp_raw'] = lldp.all();
+    data['lldp_raw'] = await lldp.all();
   },
 };
 

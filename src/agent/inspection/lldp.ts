@@ -1,6 +1,8 @@
 // Passive LLDP listening. Node has no raw sockets, so one `tcpdump` per interface captures the
 // first LLDP frame (EtherType 0x88cc) as pcap on stdout; started in the background at boot so
-// inventory never waits for the switch's next announcement (every 30 s by default).
+// inventory rarely waits for the switch's next announcement (every 30 s by default). Like IPA's
+// collect_lldp_data, a reader waits until every interface has heard a frame or listening timed
+// out (ipa-lldp-timeout, counted from boot here); after that the first frame heard is reported.
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Logger } from '../log.js';
 
@@ -22,9 +24,11 @@ export function parseLldpFrame(frame: Buffer): LldpTlv[] {
     const type = header >> 9;
     const len = header & 0x1ff;
     off += 2;
-    if (type === 0 || off + len > frame.length) break; // End of LLDPDU
+    if (off + len > frame.length) break;
     tlvs.push([type, frame.subarray(off, off + len).toString('hex')]);
     off += len;
+    // IPA lists the End of LLDPDU TLV too ([0, ""]); what follows it is only Ethernet padding.
+    if (type === 0) break;
   }
   return tlvs;
 }
@@ -49,6 +53,8 @@ export function parsePcap(buf: Buffer): Buffer[] {
 export class LldpListener {
   private readonly heard = new Map<string, LldpTlv[]>();
   private readonly procs: ChildProcess[] = [];
+  /** Per interface: settles once its capture is over (frame heard, timed out, stopped or failed). */
+  private readonly done = new Map<string, Promise<void>>();
 
   constructor(private readonly log: Logger) {}
 
@@ -61,10 +67,14 @@ export class LldpListener {
       });
       this.procs.push(proc);
       const timer = setTimeout(() => proc.kill('SIGTERM'), timeoutSec * 1000);
+      let finish!: () => void;
+      this.done.set(name, new Promise<void>((resolve) => (finish = resolve)));
       proc.stdout!.on('data', (c: Buffer) => chunks.push(c));
       proc.on('error', (err) => {
         clearTimeout(timer);
         this.log.warn({ interface: name, err: err.message }, 'LLDP listening unavailable');
+        // A process that never started emits no 'close': readers must not wait for it.
+        finish();
       });
       proc.on('close', () => {
         clearTimeout(timer);
@@ -73,21 +83,35 @@ export class LldpListener {
           const tlvs = parseLldpFrame(frame);
           this.heard.set(name, tlvs);
           this.log.info({ interface: name, tlvs: tlvs.length }, 'LLDP frame received');
+        } else {
+          this.log.debug({ interface: name, timeout: timeoutSec }, 'no LLDP frame heard');
         }
+        finish();
       });
     }
   }
 
-  /** TLVs heard on an interface ([] when nothing was heard, as IPA). */
+  /** TLVs heard on an interface so far ([] when nothing was heard, as IPA). */
   tlvs(name: string): LldpTlv[] {
     return this.heard.get(name) ?? [];
   }
 
-  all(): Record<string, LldpTlv[]> {
+  /**
+   * TLVs per interface once listening on all of them is over, as IPA's collect_lldp_data: every
+   * name gets a list, [] for one that heard nothing (or is not listened on).
+   */
+  async collect(names: readonly string[]): Promise<Record<string, LldpTlv[]>> {
+    await Promise.all(names.map((n) => this.done.get(n)));
+    return Object.fromEntries(names.map((n) => [n, this.tlvs(n)]));
+  }
+
+  /** Everything heard, once listening is over on every interface. */
+  async all(): Promise<Record<string, LldpTlv[]>> {
+    await Promise.all(this.done.values());
     return Object.fromEntries(this.heard);
   }
 
   stop(): void {
-    for (const p of this.procs) if (p.exitCode === null) p.kill('SIGTERM');
+    for (const p of this.procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
   }
 }

@@ -22,7 +22,23 @@ export async function hasIpmiDevice(host: Host): Promise<boolean> {
   return false;
 }
 
+const modulesLoaded = new WeakSet<Host>();
+
+/**
+ * IPA loads ipmi_msghandler, ipmi_devintf and ipmi_si before it asks ipmitool: udev rarely loads
+ * them (ipmi_devintf, which makes /dev/ipmi0, never), so without this a real BMC went unseen and
+ * ironic-inspector could not find a node by its BMC address. Not on a shared host (--devices).
+ */
+async function loadIpmiModules(host: Host): Promise<void> {
+  if (modulesLoaded.has(host) || host.deviceAllowList !== null) return;
+  modulesLoaded.add(host);
+  for (const mod of ['ipmi_msghandler', 'ipmi_devintf', 'ipmi_si']) {
+    await host.run('modprobe', [mod], { allowFailure: true, timeoutMs: TIMEOUT_MS });
+  }
+}
+
 export async function collectBmc(host: Host): Promise<BmcInfo> {
+  await loadIpmiModules(host);
   if (!(await hasIpmiDevice(host)) || !(await host.hasCommand('ipmitool'))) return { bmc_address: null, bmc_v6address: null };
   let address: string | null = null;
   let mac: string | undefined;

@@ -8,21 +8,33 @@ import { collectBmc, type BmcInfo } from './bmc.js';
 import { collectCpu } from './cpu.js';
 import { collectDisks } from './disks.js';
 import { collectInterfaces } from './interfaces.js';
-import { collectMemory } from './memory.js';
+import { collectMemory, physicalMemoryMiB } from './memory.js';
 import { parseSmbios, type SmbiosStructure } from './smbios.js';
 import { collectBoot, collectHostname, collectSystemVendor } from './system.js';
+
+/** The agent's passive LLDP listener, as the inventory sees it. */
+export interface LldpSource {
+  /** TLVs per interface ([type, hex] as IPA) once listening is over; [] where nothing was heard. */
+  collect(names: readonly string[]): Promise<Record<string, Array<[number, string]>>>;
+}
 
 export interface InventoryOptions {
   bootif: string | null;
   interfaces: readonly string[] | null;
   /** How long a BMC reading stays valid (ms). */
   bmcTtlMs?: number;
+  /**
+   * With ipa-collect-lldp: where interfaces[].lldp comes from (null while listening could not
+   * start). Without it every interface reports lldp: null, as IPA.
+   */
+  lldp?: () => Promise<LldpSource | null>;
 }
 
 export class InventoryCollector {
   private cpu: Promise<InventoryCpu> | null = null;
   private smbios: Promise<SmbiosStructure[] | null> | null = null;
   private vendor: Promise<InventorySystemVendor> | null = null;
+  private physicalMb: Promise<number | null> | null = null;
   private bmc: { at: number; value: Promise<BmcInfo> } | null = null;
 
   constructor(
@@ -49,7 +61,7 @@ export class InventoryCollector {
     }));
     const [cpuInfo, memory, disks, interfaces, systemVendor, boot, hostname, bmc] = await Promise.all([
       cpu,
-      this.smbiosTable().then((t): Promise<InventoryMemory> => collectMemory(host, t)),
+      this.smbiosTable().then((t): Promise<InventoryMemory> => collectMemory(host, t, (this.physicalMb ??= physicalMemoryMiB(host, t)))),
       collectDisks(host),
       collectInterfaces(host, this.opts.interfaces),
       (this.vendor ??= this.smbiosTable().then((t) => collectSystemVendor(host, t))),
@@ -57,6 +69,15 @@ export class InventoryCollector {
       collectHostname(host),
       this.bmcInfo(),
     ]);
+    if (this.opts.lldp) {
+      // IPA fills interfaces[].lldp only with ipa-collect-lldp, waiting for the frames (bounded by
+      // the LLDP timeout); this used to be left null, so get_hardware_info never reported LLDP.
+      const source = await this.opts.lldp();
+      if (source) {
+        const heard = await source.collect(interfaces.map((i) => i.name));
+        for (const iface of interfaces) iface.lldp = heard[iface.name] ?? [];
+      }
+    }
     return {
       interfaces,
       cpu: structuredClone(cpuInfo),
