@@ -81,14 +81,15 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
         const abortOuter = () => ac.abort(o.signal?.reason);
         o.signal?.addEventListener('abort', abortOuter, { once: true });
         let stalled = false;
-        let watchdog: NodeJS.Timeout | null = null;
-        const arm = () => {
-          if (watchdog) clearTimeout(watchdog);
-          watchdog = setTimeout(() => {
+        // One coarse timer per connection, not one per chunk: chunks arrive thousands of times a second.
+        let lastData = Date.now();
+        const arm = () => (lastData = Date.now());
+        const watchdog: NodeJS.Timeout = setInterval(() => {
+          if (Date.now() - lastData > o.stallTimeoutSec * 1000) {
             stalled = true;
             ac.abort(new Error('stalled'));
-          }, o.stallTimeoutSec * 1000);
-        };
+          }
+        }, Math.min(1000, o.stallTimeoutSec * 250));
         try {
           const headers: Record<string, string> = { ...o.headers };
           if (offset > 0) {
@@ -165,7 +166,7 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
           o.log.warn({ url, reason, attempt, of: o.retries, offset }, `image download interrupted; retrying in ${o.retryIntervalSec} s`);
           await sleep(o.retryIntervalSec * 1000, undefined, { signal: o.signal });
         } finally {
-          if (watchdog) clearTimeout(watchdog);
+          clearInterval(watchdog);
           o.signal?.removeEventListener('abort', abortOuter);
         }
       }
