@@ -20,7 +20,13 @@
 // may map it again. Compressed bytes go to limbo too (a compressed cluster's last sector is shared
 // with the next one, which may belong to an L2 table not seen yet) and are released as soon as
 // the exact extent of each deflate stream is known, so limbo stays small for `qemu-img convert -c`
-// output.
+// output. Compressed clusters of 16 KiB and more are inflated by a worker thread, in batches, so
+// decompression runs on the other core while this thread parses.
+//
+// Memory: the L1 table, the pending extents of L2 tables already parsed (L2 tables themselves are
+// dropped once parsed), one cluster being accumulated per active entry, up to maxOpBytes being
+// coalesced, up to 16 MiB of clusters being decompressed, and limbo RAM up to maxBufferedBytes.
+import { Worker } from 'node:worker_threads';
 import zlib from 'node:zlib';
 import type { Logger } from '../log.js';
 import type { SpillArea, WriteOp } from './write-ops.js';
@@ -81,7 +87,10 @@ export interface Qcow2ReadStats {
 
 export interface Qcow2ReadOptions {
   spill: SpillArea;
-  /** RAM for data whose placement is not known yet, before it goes to the SpillArea. Default 64 MiB. */
+  /**
+   * RAM for bytes whose placement is not known yet (data before its L2 table, or before the L1
+   * table); beyond it they go to the SpillArea. Default 64 MiB; 0 spills at once.
+   */
   maxBufferedBytes?: number;
   /** Adjacent data is coalesced into DataOps of up to this many bytes. Default 4 MiB. */
   maxOpBytes?: number;
@@ -385,6 +394,8 @@ interface Active {
 // Limbo: bytes whose meaning is not known yet, by host offset; RAM first, then the SpillArea.
 
 const LIMBO_ENTRY_MAX = 64 * 1024;
+/** Largest single write to the spill area. */
+const SPILL_BATCH = MIB;
 
 interface LimboEntry {
   host: number;
@@ -455,29 +466,60 @@ class Limbo {
     }
   }
 
+  /**
+   * Moves the oldest entries in RAM to the spill area, in one write of up to SPILL_BATCH bytes,
+   * and merges them with their spilled neighbours so a long run of spilled data stays one entry.
+   */
   private async evictOldest(): Promise<boolean> {
     const entries = this.entries;
     while (this.ramFrom < entries.length && !entries[this.ramFrom]!.pieces) this.ramFrom++;
-    const e = entries[this.ramFrom];
-    if (!e?.pieces) return false;
-    const data = e.pieces.length === 1 ? e.pieces[0]! : Buffer.concat(e.pieces, e.len);
+    const from = this.ramFrom;
+    const batch: LimboEntry[] = [];
+    const parts: Buffer[] = [];
+    let bytes = 0;
+    let to = from;
+    for (; to < entries.length && bytes < SPILL_BATCH; to++) {
+      const e = entries[to]!;
+      if (!e.pieces) continue; // dead
+      batch.push(e);
+      parts.push(...e.pieces);
+      bytes += e.len;
+    }
+    if (batch.length === 0) return false;
     if (this.spilled === 0) this.onFirstSpill?.();
     let pos: number;
     try {
-      pos = await this.spill.write(data);
+      pos = await this.spill.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes));
     } catch (err) {
       throw new Qcow2Error(
         `qcow2 image needs more scratch space than the target disk has beyond the image's virtual size ` +
-          `(${this.spilled + data.length} bytes so far): its tables come after much of the data they map; ` +
+          `(${this.spilled + bytes} bytes so far): its tables come after much of the data they map; ` +
           'rewrite it with `qemu-img convert -O qcow2` to store it in order',
         { cause: err },
       );
     }
-    this.spilled += data.length;
-    e.spillPos = pos;
-    e.pieces = null;
-    this.ramBytes -= e.len;
-    this.ramFrom++;
+    this.spilled += bytes;
+    this.ramBytes -= bytes;
+    const merged: LimboEntry[] = [];
+    let prev: LimboEntry | undefined = from > 0 ? entries[from - 1] : undefined;
+    if (prev && (prev.dead || prev.pieces)) prev = undefined;
+    for (const e of batch) {
+      e.spillPos = pos;
+      e.pieces = null;
+      pos += e.len;
+      if (prev && prev.host + prev.len === e.host && prev.spillPos + prev.len === e.spillPos) {
+        for (const x of e.released) prev.released.push(x + prev.len);
+        prev.releasedBytes += e.releasedBytes;
+        prev.len += e.len;
+      } else {
+        merged.push(e);
+        prev = e;
+      }
+    }
+    // Dead entries between `from` and `to` go too.
+    for (let i = from; i < to; i++) if (entries[i]!.dead) this.deadCount--;
+    entries.splice(from, to - from, ...merged);
+    this.ramFrom = from + merged.length;
     return true;
   }
 
@@ -510,11 +552,20 @@ class Limbo {
       const at = host + got;
       if (e.dead || at < e.host || at >= e.host + e.len) break;
       const rel = at - e.host;
-      const n = Math.min(len - got, e.len - rel);
+      let n = Math.min(len - got, e.len - rel);
       if (e.pieces) {
         if (e.pieces.length > 1) e.pieces = [Buffer.concat(e.pieces, e.len)];
         parts.push(e.pieces[0]!.subarray(rel, rel + n));
       } else {
+        // One read for a run of entries that follow each other both here and in the spill area.
+        let last = e;
+        for (let j = i + 1; got + n < len && j < this.entries.length; j++) {
+          const f = this.entries[j]!;
+          if (f.dead || f.pieces || f.host !== last.host + last.len || f.spillPos !== last.spillPos + last.len) break;
+          n += Math.min(len - got - n, f.len);
+          last = f;
+          i = j;
+        }
         parts.push(await this.spill.read(e.spillPos + rel, n));
       }
       got += n;
@@ -590,6 +641,155 @@ function addInterval(list: number[], s: number, t: number): number {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Decompression.
+
+/** Clusters at least this big are inflated on a worker thread; smaller ones inline. */
+const WORKER_INFLATE_MIN = 16 * 1024;
+
+interface InflateResult {
+  buffer: Buffer;
+  engine: { bytesWritten: number };
+}
+
+interface Inflight {
+  e: Entry;
+  /** The compressed bytes, until inflated. */
+  input: Buffer | null;
+  release: boolean;
+  done: boolean;
+  out: Buffer;
+  /** Compressed bytes the stream really used (its extent in the descriptor is rounded to sectors). */
+  consumed: number;
+  err: unknown;
+  /** The cluster was cut short by the end of the stream. */
+  atEof: boolean;
+  /** Set once the job is sent to the worker. */
+  promise?: Promise<void>;
+}
+
+function inflateOptions(cs: number, strict: boolean): zlib.ZlibOptions {
+  return {
+    info: true,
+    // Like qemu, accept a stream that fills the cluster without an end marker, except at the end
+    // of the file where that means the file is cut short.
+    finishFlush: strict ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,
+    maxOutputLength: cs,
+    chunkSize: cs,
+  } as zlib.ZlibOptions;
+}
+
+function inflateInline(job: Inflight, cs: number, zstd: boolean, strict: boolean): void {
+  try {
+    if (zstd) ({ out: job.out, consumed: job.consumed } = zstdCluster(job.input!, cs));
+    else {
+      const r = zlib.inflateRawSync(job.input!, inflateOptions(cs, strict)) as unknown as InflateResult;
+      job.out = r.buffer;
+      job.consumed = r.engine.bytesWritten;
+    }
+  } catch (err) {
+    job.err = err;
+  }
+  job.input = null;
+  job.done = true;
+}
+
+// The worker inflates batches of clusters (what a batch costs in messages is shared by up to 64
+// clusters) and hands back one buffer per batch. Its source is a string, so bundling needs nothing.
+const INFLATE_WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const zlib = require('node:zlib');
+parentPort.on('message', (m) => {
+  const input = Buffer.from(m.input);
+  const n = m.lens.length;
+  const out = Buffer.allocUnsafeSlow(m.cs * n);
+  const lengths = new Array(n).fill(0);
+  const consumed = new Array(n).fill(0);
+  const errors = new Array(n).fill(null);
+  const opts = { info: true, finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: m.cs, chunkSize: m.cs };
+  for (let i = 0, off = 0; i < n; off += m.lens[i], i++) {
+    try {
+      const r = zlib.inflateRawSync(input.subarray(off, off + m.lens[i]), opts);
+      r.buffer.copy(out, i * m.cs);
+      lengths[i] = r.buffer.length;
+      consumed[i] = r.engine.bytesWritten;
+    } catch (err) {
+      errors[i] = String((err && err.message) || err);
+    }
+  }
+  parentPort.postMessage({ id: m.id, out: out.buffer, lengths, consumed, errors }, [out.buffer]);
+});
+`;
+
+interface InflateReply {
+  id: number;
+  out: ArrayBuffer;
+  lengths: number[];
+  consumed: number[];
+  errors: Array<string | null>;
+}
+
+/** One worker thread inflating zlib clusters; null replies mean "do it yourself" (worker gone). */
+class InflateWorker {
+  private worker: Worker | null = null;
+  private broken = false;
+  private nextId = 0;
+  private readonly waiting = new Map<number, (r: InflateReply | null) => void>();
+
+  constructor(private readonly log: Logger | undefined) {}
+
+  run(cs: number, inputs: Buffer[]): Promise<InflateReply | null> {
+    if (this.broken) return Promise.resolve(null);
+    if (!this.worker) {
+      try {
+        this.worker = new Worker(INFLATE_WORKER_SOURCE, { eval: true });
+        this.worker.unref();
+        this.worker.on('message', (r: InflateReply) => {
+          this.waiting.get(r.id)?.(r);
+          this.waiting.delete(r.id);
+        });
+        const fail = (err: unknown) => {
+          if (!this.broken) this.log?.warn({ err }, 'qcow2: decompression worker failed; decompressing inline');
+          this.broken = true;
+          for (const done of this.waiting.values()) done(null);
+          this.waiting.clear();
+        };
+        this.worker.on('error', fail);
+        this.worker.on('exit', (code) => {
+          if (this.waiting.size > 0) fail(new Error(`exited with code ${code}`));
+        });
+      } catch (err) {
+        this.broken = true;
+        this.log?.warn({ err }, 'qcow2: cannot start a decompression worker; decompressing inline');
+        return Promise.resolve(null);
+      }
+    }
+    let total = 0;
+    for (const b of inputs) total += b.length;
+    const packed = new ArrayBuffer(total);
+    const view = new Uint8Array(packed);
+    let off = 0;
+    for (const b of inputs) {
+      view.set(b, off);
+      off += b.length;
+    }
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      this.waiting.set(id, resolve);
+      this.worker!.postMessage({ id, cs, input: packed, lens: inputs.map((b) => b.length) }, [packed]);
+    });
+  }
+
+  close(): void {
+    const w = this.worker;
+    this.worker = null;
+    this.broken = true;
+    for (const done of this.waiting.values()) done(null);
+    this.waiting.clear();
+    if (w) void w.terminate();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The parser.
 
 class Qcow2Stream {
@@ -616,23 +816,24 @@ class Qcow2Stream {
   private cBytes = 0;
   private readonly maxOp: number;
   private readonly directOp: number;
-  private zstdWarned = false;
+  private inflight: Array<Inflight | null> = [];
+  private inflightHead = 0;
+  /** Jobs not sent to the worker yet. */
+  private batch: Inflight[] = [];
+  private batchBytes = 0;
+  private maxInflight: number;
+  private maxBatch: number;
+  private readonly worker: InflateWorker;
   readonly stats: Qcow2ReadStats;
 
   constructor(private readonly opts: Qcow2ReadOptions) {
     this.limbo = new Limbo(opts.spill, Math.max(0, opts.maxBufferedBytes ?? 64 * MIB));
     this.maxOp = Math.max(4096, opts.maxOpBytes ?? 4 * MIB);
     this.directOp = Math.max(4096, this.maxOp >> 2);
-    this.stats = opts.stats ?? {
-      inputBytes: 0,
-      dataBytes: 0,
-      zeroBytes: 0,
-      compressedClusters: 0,
-      spilledBytes: 0,
-      limboBytes: 0,
-      peakBufferedBytes: 0,
-    };
-    Object.assign(this.stats, {
+    this.worker = new InflateWorker(opts.log);
+    this.maxInflight = 8; // set per cluster size in startImage
+    this.maxBatch = 1;
+    this.stats = Object.assign(opts.stats ?? ({} as Qcow2ReadStats), {
       inputBytes: 0,
       dataBytes: 0,
       zeroBytes: 0,
@@ -668,7 +869,12 @@ class Qcow2Stream {
       return;
     }
     if (this.cBytes === 0) this.cGuest = guest;
-    this.cPieces.push(buf);
+    const last = this.cPieces[this.cPieces.length - 1];
+    if (last && last.buffer === buf.buffer && last.byteOffset + last.length === buf.byteOffset) {
+      // Adjacent views of one buffer (a chunk split at cluster boundaries, a decompressed batch):
+      // widen the view instead of copying later.
+      this.cPieces[this.cPieces.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + buf.length);
+    } else this.cPieces.push(buf);
     this.cBytes += buf.length;
     this.cEnd = guest + buf.length;
   }
@@ -739,6 +945,7 @@ class Qcow2Stream {
         this.commit();
         yield* this.drain();
         yield* this.runTasks();
+        yield* this.pumpInflight(false);
       }
       if (this.out.length >= 64) yield* this.drain();
     }
@@ -785,6 +992,9 @@ class Qcow2Stream {
     this.h = h;
     this.cs = h.clusterSize;
     this.pos = h.clusterSize;
+    // Up to 16 MiB of clusters being decompressed, sent to the worker 4 MiB at a time.
+    this.maxBatch = Math.max(1, Math.min(64, (4 * MIB) / h.clusterSize));
+    this.maxInflight = Math.max(8, (16 * MIB) / h.clusterSize);
     this.headerPieces = [];
     this.out.push({ kind: 'size', virtualSize: h.virtualSize });
     if (h.dirty) this.opts.log?.info('qcow2: image is marked dirty (lazy refcounts); refcounts are not used, so this is harmless');
@@ -795,7 +1005,7 @@ class Qcow2Stream {
       const used = Math.min(h.l1Size, Math.ceil(h.virtualSize / (h.clusterSize * h.l2Entries))) * 8;
       const whole = Math.ceil((h.l1Size * 8) / h.clusterSize) * h.clusterSize;
       this.sched.push({ kind: K_L1, host: h.l1TableOffset, len: used, guest: 0, copied: true });
-      this.sched.push({ kind: K_SKIP, host: h.l1TableOffset + used, len: whole - used, guest: 0, copied: true });
+      if (whole > used) this.sched.push({ kind: K_SKIP, host: h.l1TableOffset + used, len: whole - used, guest: 0, copied: true });
     }
     if (h.refcountTableClusters > 0 && h.refcountTableOffset >= h.clusterSize) {
       this.sched.push({ kind: K_RT, host: h.refcountTableOffset, len: h.refcountTableClusters * h.clusterSize, guest: 0, copied: true });
@@ -876,7 +1086,7 @@ class Qcow2Stream {
       } else if (e.kind === K_COMP) {
         const buf = await this.limbo.read(e.host, e.len);
         if (buf.length === 0) this.notAvailable(e, e.host);
-        this.finishCompressed(e, buf, true);
+        this.startCompressed(e, buf, true);
       } else {
         const buf = await this.limbo.read(e.host, e.len);
         if (buf.length < e.len) this.notAvailable(e, e.host + buf.length);
@@ -885,6 +1095,7 @@ class Qcow2Stream {
       }
       this.commit();
       yield* this.drain();
+      yield* this.pumpInflight(false);
     }
   }
 
@@ -912,7 +1123,7 @@ class Qcow2Stream {
         this.parseRefcountTable(buf);
         break;
       case K_COMP:
-        this.finishCompressed(a.e, buf, !this.complete);
+        this.startCompressed(a.e, buf, !this.complete);
         break;
       default:
         break;
@@ -1053,28 +1264,80 @@ class Qcow2Stream {
     if (dLen > 0) this.sched.push({ kind: K_DATA, host: dHost, len: dLen, guest: dGuest, copied: dCopied });
   }
 
-  private finishCompressed(e: Entry, buf: Buffer, releaseLimbo: boolean, strict = false): void {
-    const h = this.h!;
+  /**
+   * Starts decompressing a compressed cluster. zlib clusters of 16 KiB and more are inflated by a
+   * worker thread, in batches, so decompression runs on the other core while this thread parses
+   * (and the pipeline hashes and writes); results are yielded in stream order (pumpInflight).
+   * Small clusters, zstd and the last cluster of a cut-short stream are done inline.
+   */
+  private startCompressed(e: Entry, buf: Buffer, releaseLimbo: boolean, strict = false): void {
+    const job: Inflight = { e, input: buf, release: releaseLimbo, done: false, out: EMPTY, consumed: 0, err: null, atEof: strict };
+    this.inflight.push(job);
+    const zstd = this.h!.compressionType === 'zstd';
+    if (zstd || this.cs < WORKER_INFLATE_MIN || strict) {
+      inflateInline(job, this.cs, zstd, strict);
+      return;
+    }
+    this.batch.push(job);
+    this.batchBytes += buf.length;
+    if (this.batch.length >= this.maxBatch || this.batchBytes >= MIB) this.sendBatch();
+  }
+
+  private sendBatch(): void {
+    const jobs = this.batch;
+    if (jobs.length === 0) return;
+    this.batch = [];
+    this.batchBytes = 0;
     const cs = this.cs;
-    let out: Buffer;
-    let consumed: number;
-    try {
-      if (h.compressionType === 'zstd') {
-        ({ out, consumed } = zstdCluster(buf, cs));
-      } else {
-        const r = zlib.inflateRawSync(buf, {
-          info: true,
-          // Like qemu, accept a stream that fills the cluster without an end marker.
-          finishFlush: strict ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,
-          maxOutputLength: cs,
-        }) as unknown as {
-          buffer: Buffer;
-          engine: { bytesWritten: number };
-        };
-        out = r.buffer;
-        consumed = r.engine.bytesWritten;
+    const promise = this.worker.run(cs, jobs.map((j) => j.input!)).then((r) => {
+      jobs.forEach((job, i) => {
+        if (!r) return inflateInline(job, cs, false, false);
+        if (r.errors[i] !== null) job.err = new Error(r.errors[i]!);
+        else {
+          job.out = Buffer.from(r.out, i * cs, r.lengths[i]);
+          job.consumed = r.consumed[i]!;
+        }
+        job.input = null;
+        job.done = true;
+      });
+    });
+    for (const job of jobs) job.promise = promise;
+  }
+
+  /** Yields the decompressed clusters that are done, in order; waits while too many are in flight (or for all, at the end). */
+  private async *pumpInflight(all: boolean): AsyncGenerator<WriteOp> {
+    const q = this.inflight;
+    if (all) this.sendBatch();
+    while (this.inflightHead < q.length) {
+      const job = q[this.inflightHead]!;
+      if (!job.done) {
+        if (!all && q.length - this.inflightHead <= this.maxInflight) return;
+        if (!job.promise) this.sendBatch();
+        await job.promise;
       }
-    } catch (err) {
+      q[this.inflightHead++] = null;
+      if (this.inflightHead === q.length) {
+        q.length = 0;
+        this.inflightHead = 0;
+      } else if (this.inflightHead >= 256) {
+        q.splice(0, this.inflightHead);
+        this.inflightHead = 0;
+      }
+      this.completeCompressed(job);
+      yield* this.drain();
+    }
+  }
+
+  /** Stops the worker (the reader is done or abandoned). */
+  close(): void {
+    this.worker.close();
+  }
+
+  private completeCompressed(job: Inflight): void {
+    const { e, err, out } = job;
+    const cs = this.cs;
+    if (err && job.atEof) throw new Qcow2Error(`qcow2 image is truncated: the stream ended at byte ${this.pos}, inside ${this.describe(e)}`);
+    if (err) {
       if (err instanceof Qcow2Error) throw err;
       throw new Qcow2Error(
         `corrupt qcow2 image: compressed cluster for guest offset ${hex(e.guest)} at host offset ${hex(e.host)} ` +
@@ -1088,8 +1351,8 @@ class Qcow2Stream {
       );
     }
     this.stats.compressedClusters++;
-    if (releaseLimbo) this.limbo.release(e.host, consumed);
-    const len = Math.min(cs, h.virtualSize - e.guest);
+    if (job.release) this.limbo.release(e.host, job.consumed);
+    const len = Math.min(cs, this.h!.virtualSize - e.guest);
     this.emitData(e.guest, len === cs ? out : out.subarray(0, len));
   }
 
@@ -1111,20 +1374,14 @@ class Qcow2Stream {
     const missing: string[] = [];
     for (const a of this.active) {
       if (a.e.kind === K_COMP && a.got > 0) {
-        // The last compressed cluster's sector count may reach past the end of the file.
-        try {
-          // Strict here: a deflate stream cut short by the end of the file means a truncated file,
-          // even if what arrived happens to fill the cluster.
-          this.finishCompressed(a.e, this.pieceBuf(a), false, true);
-        } catch (err) {
-          if (!(err instanceof Qcow2Error)) throw err;
-          missing.push(this.describe(a.e));
-        }
-        yield* this.drain();
+        // The last compressed cluster's sectors may reach past the end of the file (strict: the
+        // deflate stream itself must be whole).
+        this.startCompressed(a.e, this.pieceBuf(a), false, true);
       } else if (a.e.kind !== K_SKIP && a.e.kind !== K_RT) {
         missing.push(this.describe(a.e));
       }
     }
+    if (missing.length === 0) yield* this.pumpInflight(true);
     this.active = [];
     for (const e of this.heap.remaining()) {
       if (e.kind === K_SKIP || e.kind === K_RT) continue;
@@ -1209,5 +1466,6 @@ export async function* readQcow2(source: AsyncIterable<Buffer | Uint8Array>, opt
     yield* s.end();
   } finally {
     s.syncStats();
+    s.close();
   }
 }

@@ -80,6 +80,16 @@ function deferredSpill(o: StreamOptions, virtualSize: () => number | null): Spil
 
 export async function streamImageToDevice(o: StreamOptions): Promise<StreamResult> {
   const source = hashed(downloadImage(o.download), o.hash, o.progress);
+  try {
+    return await streamFrom(source, o);
+  } finally {
+    // On failure (a refused format, a write error) the download is closed now, not when its stall
+    // watchdog fires; after success this is a no-op. Not awaited: closing may wait for a read.
+    source.return(undefined).catch(() => undefined);
+  }
+}
+
+async function streamFrom(source: AsyncGenerator<Buffer>, o: StreamOptions): Promise<StreamResult> {
   const { stream: plain, compression } = await decompressing(source);
   const { head, stream } = await peek(plain, 4);
   const format = detectFormat(head);
@@ -112,6 +122,8 @@ export async function streamImageToDevice(o: StreamOptions): Promise<StreamResul
     await writer.finish();
   } catch (err) {
     await writer.drain();
+    // A qcow2 the reader refuses (backing file, encryption, corruption…) is the image's fault.
+    if (err instanceof Error && err.name === 'Qcow2Error') throw invalidImage(err.message);
     throw err;
   }
   o.progress.written = writer.bytesWritten;
