@@ -91,7 +91,14 @@ export class Agent {
   }
 
   status(): AgentStatus {
-    return { started_at: this.startedAt, version: IPA_COMPAT_VERSION, ferrum_version: FERRUM_VERSION };
+    return {
+      started_at: this.startedAt,
+      version: IPA_COMPAT_VERSION,
+      ferrum_version: FERRUM_VERSION,
+      // Ferrum's additions (optional; IPA sends neither): for the ramdisk's console status line.
+      phase: this.state.phase,
+      node_uuid: this.state.node?.uuid ?? null,
+    };
   }
 
   /** Starts serving; lookup and heartbeats continue in the background (see `done`). */

@@ -91,6 +91,9 @@ export async function runAgentCli(argv: string[]): Promise<number | null> {
     await agent.done;
   } catch (err) {
     logging.logger.fatal({ err: (err as Error).message }, 'agent failed');
+    // Also as a plain line, like configuration errors: whoever started the agent reads this one
+    // (e.g. a --devices entry that does not exist), not a JSON log line.
+    console.error(`ferrum-agent: ${(err as Error).message}`);
     await agent.stop().catch(() => undefined);
     return 1;
   }

@@ -37,10 +37,15 @@ export interface AgentLogging {
 export function createLogging(opts: { debug: boolean; destination?: NodeJS.WritableStream; ring?: LogRing }): AgentLogging {
   const ring = opts.ring ?? new LogRing();
   const level = opts.debug ? 'debug' : 'info';
+  const destination = opts.destination ?? process.stdout;
+  // Whoever reads stdout (the journal, a pipe) may go away. Unhandled, the EPIPE would be an
+  // uncaught exception whose handler logs again to the dead stream: a nextTick loop that spins
+  // the CPU and starves the API and SIGTERM. Console output is best effort; the ring keeps logging.
+  destination.on('error', () => undefined);
   const logger = pino(
     { level: 'debug', base: { svc: 'ferrum-agent' }, timestamp: pino.stdTimeFunctions.isoTime },
     multistream([
-      { level, stream: opts.destination ?? process.stdout },
+      { level, stream: destination },
       { level: 'debug', stream: ring },
     ]),
   );

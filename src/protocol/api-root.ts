@@ -41,12 +41,16 @@ export const V1Document = Type.Object(
 );
 export type V1Document = Static<typeof V1Document>;
 
-/** GET /v1/status. IPA sends `started_at` (epoch seconds) and `version`; Ferrum adds its own version. */
+/** GET /v1/status. IPA sends `started_at` (epoch seconds) and `version`; Ferrum adds its own version, phase and node. */
 export const AgentStatus = Type.Object(
   {
     started_at: Type.Number(),
     version: Type.String(),
     ferrum_version: Type.Optional(Type.String()),
+    /** Ferrum: what the agent is doing (starting, looking-up, heartbeating, ...). */
+    phase: Type.Optional(Type.String()),
+    /** Ferrum: the node lookup found, null before lookup (and after a simulated reboot). */
+    node_uuid: Type.Optional(Type.Union([Type.String(), Type.Null()])),
   },
   { $id: 'AgentStatus', additionalProperties: true },
 );
