@@ -45,12 +45,8 @@ export function isoVolumeLabel(iso: Buffer): string | null {
 }
 
 async function partitionsOf(host: Host, disk: string): Promise<BlockDevice[]> {
-  const dev = (await listDisksIncluding(host, disk))[0];
+  const dev = (await listDisks(host)).find((d) => d.name === disk);
   return dev ? dev.children.filter((c) => c.type === 'part') : [];
-}
-
-async function listDisksIncluding(host: Host, disk: string): Promise<BlockDevice[]> {
-  return (await listDisks(host)).filter((d) => d.name === disk);
 }
 
 async function writeInto(host: Host, device: string, iso: Buffer): Promise<void> {
