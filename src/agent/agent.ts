@@ -108,6 +108,12 @@ export class Agent {
     // Set before the API answers: an inventory taken at once waits for LLDP instead of missing it.
     this.lldpReady = this.startLldp();
     await this.listener.listen(await this.staticTls());
+    // Warm-up after the API answers: what the first commands would otherwise pay for.
+    setImmediate(() => {
+      (this.host as Partial<LocalHost>).preload?.();
+      this.executor.prewarm();
+      this.services.inventory.prewarm();
+    });
     if (this.config.standalone) {
       this.state.phase = 'standalone';
       this.log.warn('standalone mode: no lookup, no heartbeats; commands need no token');

@@ -99,6 +99,11 @@ export class Executor {
     }
   }
 
+  /** Compiles every parameter validator now (in the background after start) rather than on first use. */
+  prewarm(): void {
+    for (const def of this.registry.values()) schemaErrors(def.params, {});
+  }
+
   definition(name: string): CommandDefinition | undefined {
     return this.registry.get(name);
   }

@@ -170,6 +170,11 @@ export class LocalHost implements Host {
     return { exitCode, stdout, stderr };
   }
 
+  /** Loads the subprocess library ahead of the first command (start-up stays fast; first use too). */
+  preload(): void {
+    void (execaModule ??= import('execa')).catch(() => undefined);
+  }
+
   async hasCommand(cmd: string): Promise<boolean> {
     const cached = this.commandCache.get(cmd);
     if (cached !== undefined) return cached;

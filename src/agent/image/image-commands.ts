@@ -7,13 +7,13 @@ import { errors } from '../errors.js';
 import type { CommandContext } from '../executor.js';
 import type { Services } from '../services.js';
 import { ImageProgress } from './progress.js';
-import { validateImageInfo, writeImage } from './write-image.js';
+import { validateChecksumFields } from './checksum.js';
 
 /** 400 for bad image_info, as IPA's validator (runs before the command is accepted). */
 export function checkImageInfo(info: unknown): ImageInfo {
   const problems = schemaErrors(ImageInfoSchema, info);
   if (problems.length) throw errors.invalidParams(`image_info: ${problems.join('; ')}`);
-  validateImageInfo(info as ImageInfo);
+  validateChecksumFields(info as ImageInfo);
   return info as ImageInfo;
 }
 
@@ -27,6 +27,8 @@ export async function runImageWrite(
   const timer = setInterval(() => ctx.log.info({ progress: progress.snapshot() }, 'image write progress'), 10_000);
   timer.unref();
   try {
+    // The download/write stack (undici, decompressors, qcow2) loads on the first image, not at start-up.
+    const { writeImage } = await import('./write-image.js');
     return (await writeImage(s, req, { log: ctx.log, progress })).message;
   } finally {
     clearInterval(timer);

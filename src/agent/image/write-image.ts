@@ -9,7 +9,7 @@ import type { Services } from '../services.js';
 import { listDisks, type BlockDevice } from '../hardware/block-devices.js';
 import { chooseInstallDevice } from '../hardware/install-device.js';
 import { eraseDiskMetadata, rescanPartitions } from '../hardware/erase.js';
-import { checksumError, createDigest, expectedDigest, validateChecksumFields, type ExpectedDigest } from './checksum.js';
+import { checksumError, createDigest, expectedDigest, type ExpectedDigest } from './checksum.js';
 import { decodeConfigDrive, writeConfigDriveWholeDisk } from './configdrive.js';
 import { fetchText, type DownloadOptions } from './download.js';
 import { ImageProgress } from './progress.js';
@@ -33,11 +33,6 @@ export interface WriteContext {
   log: Logger;
   progress: ImageProgress;
   signal?: AbortSignal;
-}
-
-/** Checks image_info before anything starts (IPA answers 400 for these). */
-export function validateImageInfo(info: ImageInfo): void {
-  validateChecksumFields(info);
 }
 
 export function isPartitionImage(info: ImageInfo): boolean {
@@ -94,7 +89,9 @@ export const fileSpill = (handle: FileHandle, start: number, capacity: number): 
 /** Downloads and writes one image onto `disk`, verifying the digest; wipes the disk on failure. */
 async function writeVerified(s: Services, disk: BlockDevice, info: ImageInfo, expected: ExpectedDigest, ctx: WriteContext): Promise<StreamResult> {
   const { log, progress } = ctx;
-  await eraseDiskMetadata(s.host, disk, log);
+  // The disk as the kernel sees it now: a failed attempt may have changed its partitions, and
+  // wiping partitions that are gone fails (or, with --devices, is refused).
+  await eraseDiskMetadata(s.host, await diskByName(s, disk.name), log);
   const preZeroed = await zeroOutIfCheap(s.host, disk.name, disk.size, log);
   const hash = createDigest(expected.algorithm);
   const fh = await s.host.openForWrite(disk.name);
@@ -142,16 +139,36 @@ export async function writeImage(s: Services, req: WriteRequest, ctx: WriteConte
   if (!alreadyThere) {
     const fetchOpts = downloadOptions(s, info, log, ctx.signal);
     const expected = await expectedDigest(info, (url) => fetchText(url, fetchOpts));
-    log.info({ device: disk.name, image: info.id, urls: info.urls, algorithm: expected.algorithm }, 'writing image');
+    // Nothing is touched before we know the image fits: its Content-Length (raw) or its qcow2
+    // header says how big it is (compressed raw images only tell at the end; the writer's bound
+    // catches those).
+    const { probeImage } = await import('./partition-image.js');
+    const probe = await probeImage(s, info, log, ctx.signal);
+    if (probe.virtualSize !== null && probe.virtualSize > disk.size) {
+      throw new AgentError(
+        'ImageWriteError',
+        `Writing image to device ${disk.name} failed: the image needs ${probe.virtualSize} bytes but the device has ${disk.size}; nothing was written`,
+      );
+    }
+    log.info(
+      { device: disk.name, image: info.id, urls: probe.urls, algorithm: expected.algorithm, format: probe.format, compression: probe.compression, virtual_size: probe.virtualSize },
+      'writing image',
+    );
     const started = Date.now();
     let result: StreamResult | null = null;
     // One more full attempt after a checksum mismatch: a resumed download from a mirror that
     // changed under us is the likely cause; a second mismatch is final.
     for (let attempt = 1; !result; attempt++) {
       try {
-        result = await writeVerified(s, disk, info, expected, ctx);
+        result = await writeVerified(s, disk, { ...info, urls: probe.urls }, expected, ctx);
       } catch (err) {
-        await eraseDiskMetadata(s.host, disk, log).catch((e: unknown) => log.error({ err: (e as Error).message }, 'could not wipe the disk after a failed write'));
+        // Wipe what is on the disk now: the partitions of the half-written image (the kernel only
+        // learns about them from a rescan), not the ones the disk had before.
+        const wipe = async () => {
+          await rescanPartitions(s.host, disk.name);
+          await eraseDiskMetadata(s.host, await diskByName(s, disk.name), log);
+        };
+        await wipe().catch((e: unknown) => log.error({ err: (e as Error).message }, 'could not wipe the disk after a failed write'));
         const retry = err instanceof AgentError && err.type === 'ImageChecksumError' && attempt < 2;
         log.error({ err: (err as Error).message, attempt, retry }, 'image write failed; partition tables wiped');
         if (!retry) throw err;

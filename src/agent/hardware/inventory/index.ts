@@ -52,15 +52,33 @@ export class InventoryCollector {
     return this.bmc.value;
   }
 
-  async collect(): Promise<Inventory> {
-    const host = this.host;
+  private cpuInfo(): Promise<InventoryCpu> {
     // A failed read is retried next time rather than cached.
-    const cpu = (this.cpu ??= collectCpu(host).catch((e: unknown) => {
+    return (this.cpu ??= collectCpu(this.host).catch((e: unknown) => {
       this.cpu = null;
       throw e;
     }));
+  }
+
+  /**
+   * Reads what never changes (CPU, SMBIOS, installed memory) in the background right after start,
+   * so that the first inventory — inspection, lookup or the conductor's — does not pay for it.
+   */
+  prewarm(): void {
+    const quiet = () => undefined;
+    this.cpuInfo().catch(quiet);
+    this.smbiosTable()
+      .then((t) => {
+        this.vendor ??= collectSystemVendor(this.host, t);
+        this.physicalMb ??= physicalMemoryMiB(this.host, t);
+      })
+      .catch(quiet);
+  }
+
+  async collect(): Promise<Inventory> {
+    const host = this.host;
     const [cpuInfo, memory, disks, interfaces, systemVendor, boot, hostname, bmc] = await Promise.all([
-      cpu,
+      this.cpuInfo(),
       this.smbiosTable().then((t): Promise<InventoryMemory> => collectMemory(host, t, (this.physicalMb ??= physicalMemoryMiB(host, t)))),
       collectDisks(host),
       collectInterfaces(host, this.opts.interfaces),
