@@ -39,8 +39,9 @@ export async function eraseDiskMetadata(host: Host, disk: BlockDevice, log: Logg
     log.info({ device: dev }, 'wiping signatures');
     await host.run('wipefs', ['--force', '--all', dev], { timeoutMs: 120_000 });
   }
-  // sgdisk -Z destroys the primary and the backup GPT and leaves a protective-MBR-free disk.
-  await host.run('sgdisk', ['-Z', disk.name], { timeoutMs: 120_000, allowFailure: true });
+  // wipefs removed the GPT/MBR magic; zeroing both ends also clears the primary and backup headers
+  // and partition arrays (IPA zeroes 33 sectors; 1 MiB also covers 4Kn disks). IPA's trailing
+  // `sgdisk -Z` finds nothing left by then and costs a second (it sleeps after re-reading).
   await zeroEdges(host, disk);
   await rescanPartitions(host, disk.name);
 }
