@@ -49,7 +49,9 @@ export async function collectSystemLogs(host: Host, ring: LogRing, limitedToDevi
   ]);
   const entries = [{ file: 'ferrum-agent.log', text: ring.contents() }, ...outputs, ...files];
 
-  const { pack } = await import('tar-stream');
+  const tarStream = await import('tar-stream');
+  // In the esbuild bundle (code splitting) the CommonJS package arrives as its default export only.
+  const { pack } = 'pack' in tarStream ? tarStream : (tarStream as unknown as { default: typeof tarStream }).default;
   const tar = pack();
   const gzip = createGzip();
   const chunks: Buffer[] = [];

@@ -10,7 +10,10 @@ import type { Logger } from './log.js';
 // Loaded on first use: most runs never need a certificate, and start-up time matters.
 let x509Module: Promise<typeof import('@peculiar/x509')> | null = null;
 function loadX509(): Promise<typeof import('@peculiar/x509')> {
-  x509Module ??= import('@peculiar/x509').then((m) => {
+  x509Module ??= import('@peculiar/x509').then((mod) => {
+    // In the esbuild bundle (code splitting) the package's CommonJS build arrives as the default
+    // export only: without this the ramdisk's agent crashed on its first auto-TLS certificate.
+    const m = 'cryptoProvider' in mod ? mod : (mod as unknown as { default: typeof mod }).default;
     m.cryptoProvider.set(webcrypto as unknown as Parameters<typeof m.cryptoProvider.set>[0]);
     return m;
   });

@@ -575,7 +575,7 @@ export class IronicHttpError extends Error {
   }
 }
 
-export type ProvisionTarget = 'manage' | 'provide' | 'clean' | 'deploy' | 'deleted' | 'abort' | 'inspect' | 'adopt';
+export type ProvisionTarget = 'manage' | 'provide' | 'clean' | 'deploy' | 'active' | 'deleted' | 'abort' | 'inspect' | 'adopt';
 
 export interface CreateNodeOptions {
   name?: string;
@@ -653,6 +653,11 @@ export class IronicApi {
   /** GET /v1/nodes/{id}/inventory (API 1.81): what Ironic stored from the last inspection. */
   nodeInventory(id: string): Promise<{ inventory: Record<string, unknown>; plugin_data: Record<string, unknown> }> {
     return this.call('GET', `/v1/nodes/${encodeURIComponent(id)}/inventory`);
+  }
+
+  /** PATCH /v1/nodes/{id} with JSON-patch operations (e.g. instance_info fields). */
+  patchNode(id: string, ops: Array<{ op: 'add' | 'replace' | 'remove'; path: string; value?: unknown }>): Promise<IronicNode> {
+    return this.call<IronicNode>('PATCH', `/v1/nodes/${encodeURIComponent(id)}`, ops);
   }
 
   async setProvisionState(id: string, target: ProvisionTarget, extra: Record<string, unknown> = {}): Promise<void> {

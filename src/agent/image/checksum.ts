@@ -2,7 +2,8 @@
 // from its length: 32 md5, 40 sha1, 64 sha256, 96 sha384, 128 sha512), which may also be the URL
 // of a checksums file (one bare digest, or "<digest> [*]<file>", "<file> <digest>" or BSD
 // "ALGO (<file>) = <digest>" lines, "#" comments), matched to the image URL's file name.
-import { createHash, getHashes, type Hash } from 'node:crypto';
+import { getHashes } from 'node:crypto';
+import { parallelDigest, type StreamDigest } from './parallel-digest.js';
 import { posix } from 'node:path';
 import type { ImageInfo } from '../../protocol/image-info.js';
 import { AgentError, errors } from '../errors.js';
@@ -89,9 +90,9 @@ export async function expectedDigest(info: ImageInfo, fetch: (url: string) => Pr
   return { algorithm: algorithmFor(digest, 'checksum'), value: digest, source: 'checksum' };
 }
 
-export function createDigest(algorithm: HashAlgorithm): Hash {
+export function createDigest(algorithm: HashAlgorithm): StreamDigest {
   if (!getHashes().includes(algorithm)) throw new AgentError('ImageChecksumError', `hash algorithm ${algorithm} is not available`);
-  return createHash(algorithm);
+  return parallelDigest(algorithm);
 }
 
 export function checksumError(imageId: string, location: string, expected: string, actual: string): AgentError {

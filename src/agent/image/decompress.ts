@@ -33,12 +33,22 @@ export async function peek(source: AsyncIterable<Buffer>, n: number): Promise<{ 
   }
   const head = Buffer.concat(taken);
   async function* replay(): AsyncGenerator<Buffer> {
-    if (head.length) yield head;
-    if (done) return;
-    for (;;) {
-      const r = await it.next();
-      if (r.done) return;
-      yield r.value;
+    let finished = done;
+    try {
+      if (head.length) yield head;
+      if (done) return;
+      for (;;) {
+        const r = await it.next();
+        if (r.done) {
+          finished = true;
+          return;
+        }
+        yield r.value;
+      }
+    } finally {
+      // A consumer that stops early (an error downstream, a probe) must close the source too, or
+      // the download's connection (or a decompressor process) lingers until its stall watchdog.
+      if (!finished) await it.return?.();
     }
   }
   return { head: head.subarray(0, Math.min(n, head.length)), stream: replay() };

@@ -27,6 +27,8 @@ export interface DownloadOptions {
   onSize?: (bytes: number) => void;
   /** Called on every resume, with the offset it resumed from. */
   onResume?: (offset: number, url: string) => void;
+  /** Called when a URL answers with the image (200/206). */
+  onServing?: (url: string) => void;
 }
 
 export function downloadError(imageId: string, msg: string): AgentError {
@@ -45,6 +47,8 @@ export function bypassesProxy(host: string, noProxy: string | null | undefined):
 }
 
 class RetryableError extends Error {}
+/** This URL cannot work (4xx): no retries on it, the next URL is tried. */
+class UrlFailedError extends Error {}
 
 interface Dispatchers {
   direct: Dispatcher;
@@ -75,7 +79,11 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
   try {
     for (const url of o.urls) {
       let attempt = 0;
+      // An ETag/Last-Modified only means something to the server that issued it: a mirror's differ
+      // even for the same image (the digest still guards what is spliced together).
+      validator = null;
       for (;;) {
+        const offsetBefore = offset;
         o.signal?.throwIfAborted();
         const ac = new AbortController();
         const abortOuter = () => ac.abort(o.signal?.reason);
@@ -84,8 +92,11 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
         // One coarse timer per connection, not one per chunk: chunks arrive thousands of times a second.
         let lastData = Date.now();
         const arm = () => (lastData = Date.now());
+        // The watchdog times the server, not the consumer: while the writer holds a chunk
+        // (back-pressure, a slow disk) the connection is not stalled.
+        let consumerHasChunk = false;
         const watchdog: NodeJS.Timeout = setInterval(() => {
-          if (Date.now() - lastData > o.stallTimeoutSec * 1000) {
+          if (!consumerHasChunk && Date.now() - lastData > o.stallTimeoutSec * 1000) {
             stalled = true;
             ac.abort(new Error('stalled'));
           }
@@ -108,17 +119,18 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
             bodyTimeout: o.stallTimeoutSec * 1000,
           });
           let skip = 0;
+          const served = res.headers['etag'] ?? res.headers['last-modified'];
           if (res.statusCode === 206 && offset > 0) {
             const range = /bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''));
             if (!range || Number(range[1]) !== offset) {
               await res.body.dump();
               throw new Error(`server resumed at the wrong offset (${String(res.headers['content-range'])}, wanted ${offset})`);
             }
+            validator ??= served ? String(served) : null;
           } else if (res.statusCode === 200) {
             // A fresh answer: the whole file again (server ignored Range, or If-Range said it changed).
             if (offset > 0) {
-              const etag = res.headers['etag'] ?? res.headers['last-modified'];
-              if (validator && etag && String(etag) !== validator) {
+              if (validator && served && String(served) !== validator) {
                 await res.body.dump();
                 throw new AgentError('ImageDownloadError', `Download of image ${o.imageId} failed: the image changed on the server during the download (${url})`);
               }
@@ -129,14 +141,15 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
               total = len;
               o.onSize?.(len);
             }
-            const v = res.headers['etag'] ?? res.headers['last-modified'];
-            validator ??= v ? String(v) : null;
+            validator ??= served ? String(served) : null;
           } else {
             const body = (await res.body.text().catch(() => '')).slice(0, 300);
             const msg = `${url} answered HTTP ${res.statusCode}${body ? `: ${body.trim()}` : ''}`;
             if (res.statusCode >= 500 || res.statusCode === 408 || res.statusCode === 429) throw new RetryableError(msg);
-            throw new AgentError('ImageDownloadError', `Download of image ${o.imageId} failed: ${msg}`);
+            // Not retried, but not the end either: the next URL may well have the image (as IPA).
+            throw new UrlFailedError(msg);
           }
+          o.onServing?.(url);
           for await (const raw of res.body) {
             arm();
             let chunk = raw as Buffer;
@@ -149,14 +162,29 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
               skip = 0;
             }
             offset += chunk.length;
+            consumerHasChunk = true;
             yield chunk;
+            consumerHasChunk = false;
+            arm();
           }
           if (total !== null && offset < total) throw new RetryableError(`connection closed after ${offset} of ${total} bytes`);
           return;
         } catch (err) {
           if (err instanceof AgentError) throw err;
           if (o.signal?.aborted) throw err;
+          if (err instanceof UrlFailedError) {
+            failures.push(err.message);
+            o.log.error({ url, reason: err.message }, 'giving up on this image URL');
+            break;
+          }
+          // undici's own header/body timeouts are the same watchdog: report them the same way.
+          const code = (err as { code?: unknown }).code;
+          if (code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT') stalled = true;
           const reason = stalled ? `no data for ${o.stallTimeoutSec} s` : (err as Error).message;
+          // `retries` bounds consecutive fruitless attempts: a connection that delivered new bytes
+          // before it broke starts the count again, or a long download over a flaky link would
+          // fail after a few resumes that each made progress.
+          if (offset > offsetBefore) attempt = 0;
           attempt++;
           failures.push(`${url}: ${reason}`);
           if (attempt > o.retries) {

@@ -201,6 +201,8 @@ export interface ImageProbe {
   compression: Compression;
   /** Bytes the image occupies on the partition, when the first bytes tell (raw: its length; qcow2: its header). */
   virtualSize: number | null;
+  /** The URLs to download from: the one that answered the probe and those after it. */
+  urls: string[];
 }
 
 /** The virtual size from the first bytes of an image (after decompression) and its served length. */
@@ -216,9 +218,10 @@ export function virtualSizeOf(head: Buffer, compression: Compression, servedByte
  * partitions anything, and so do we. Compressed raw images only show their size at the end; the
  * device writer's bound catches those.
  */
-async function probeImage(s: Services, info: ImageInfo, log: Logger, signal?: AbortSignal): Promise<ImageProbe> {
+export async function probeImage(s: Services, info: ImageInfo, log: Logger, signal?: AbortSignal): Promise<ImageProbe> {
   let served: number | null = null;
-  const src = downloadImage({ ...downloadOptions(s, info, log, signal), onSize: (n) => (served = n) });
+  let serving: string | null = null;
+  const src = downloadImage({ ...downloadOptions(s, info, log, signal), onSize: (n) => (served = n), onServing: (url) => (serving ??= url) });
   let it: AsyncIterator<Buffer> | null = null;
   try {
     const { stream, compression } = await decompressing(src);
@@ -232,7 +235,9 @@ async function probeImage(s: Services, info: ImageInfo, log: Logger, signal?: Ab
       have += r.value.length;
     }
     const head = Buffer.concat(chunks);
-    return { format: detectFormat(head), compression, virtualSize: virtualSizeOf(head, compression, served) };
+    // URLs that just failed (and were retried) are not tried all over again for the real download.
+    const urls = serving ? info.urls.slice(Math.max(0, info.urls.indexOf(serving))) : info.urls;
+    return { format: detectFormat(head), compression, virtualSize: virtualSizeOf(head, compression, served), urls };
   } finally {
     await it?.return?.().catch(() => undefined);
     await src.return(undefined).catch(() => undefined);
@@ -420,7 +425,7 @@ async function writeRoot(s: Services, root: BlockDevice, rootMiB: number, info: 
     await fh.close();
   }
   progress.phase = 'verifying';
-  const actual = hash.digest('hex');
+  const actual = await hash.digest();
   if (actual !== expected.value) throw checksumError(info.id, info.urls[0] ?? '', expected.value, actual);
   return result;
 }
@@ -460,7 +465,7 @@ export async function writePartitionImage(s: Services, req: WriteRequest, ctx: W
   }
   const expected = await expectedDigest(info, (url) => fetchText(url, downloadOptions(s, info, log, ctx.signal)));
   const probe = await probeImage(s, info, log, ctx.signal);
-  log.info({ image: info.id, ...probe, root_mb: rootMiB }, 'partition image');
+  log.info({ image: info.id, format: probe.format, compression: probe.compression, virtual_size: probe.virtualSize, urls: probe.urls, root_mb: rootMiB }, 'partition image');
   if (probe.virtualSize !== null && Math.ceil(probe.virtualSize / MiB) > rootMiB) throw tooSmall(probe.virtualSize, rootMiB);
 
   const plan = planPartitions({
@@ -503,7 +508,7 @@ export async function writePartitionImage(s: Services, req: WriteRequest, ctx: W
     let result: StreamResult | null = null;
     for (let attempt = 1; !result; attempt++) {
       try {
-        result = await writeRoot(s, root, rootMiB, info, expected, probe.format, ctx);
+        result = await writeRoot(s, root, rootMiB, { ...info, urls: probe.urls }, expected, probe.format, ctx);
       } catch (err) {
         const retry = err instanceof AgentError && err.type === 'ImageChecksumError' && attempt < 2;
         log.error({ err: (err as Error).message, attempt, retry }, 'writing the root partition failed');

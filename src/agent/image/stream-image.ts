@@ -1,6 +1,6 @@
 // The streaming pipeline: download → hash (of the bytes as served) → decompress → format reader
 // (raw or qcow2) → device writer. One pass, bounded memory, back-pressure end to end.
-import type { Hash } from 'node:crypto';
+import type { StreamDigest } from './parallel-digest.js';
 import type { FileHandle } from 'node:fs/promises';
 import { AgentError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -22,7 +22,7 @@ export function invalidImage(details: string): AgentError {
 
 export interface StreamOptions {
   download: DownloadOptions;
-  hash: Hash;
+  hash: StreamDigest;
   progress: ImageProgress;
   fh: FileHandle;
   deviceName: string;
@@ -47,9 +47,10 @@ export interface StreamResult {
   downloaded: number;
 }
 
-async function* hashed(source: AsyncIterable<Buffer>, hash: Hash, progress: ImageProgress): AsyncGenerator<Buffer> {
+async function* hashed(source: AsyncIterable<Buffer>, hash: StreamDigest, progress: ImageProgress): AsyncGenerator<Buffer> {
   for await (const chunk of source) {
-    hash.update(chunk);
+    const wait = hash.update(chunk);
+    if (wait) await wait;
     progress.add(chunk.length);
     yield chunk;
   }

@@ -115,7 +115,7 @@ async function writeVerified(s: Services, disk: BlockDevice, info: ImageInfo, ex
     await fh.close();
   }
   progress.phase = 'verifying';
-  const actual = hash.digest('hex');
+  const actual = await hash.digest();
   if (actual !== expected.value) throw checksumError(info.id, info.urls[0] ?? '', expected.value, actual);
   return result;
 }
