@@ -10,6 +10,8 @@ export const ZERO_BLOCK = 64 * 1024;
 const ZEROS = Buffer.alloc(ZERO_BLOCK);
 /** Largest single write. */
 export const MAX_WRITE = 4 * 1024 * 1024;
+/** Written (never modified) for zero ranges on devices that were not zeroed out beforehand. */
+const ZERO_WRITE = Buffer.alloc(MAX_WRITE);
 
 export interface WriterOptions {
   deviceName: string;
@@ -55,20 +57,24 @@ export class DeviceWriter {
         }
         for (let off = op.offset; off < op.offset + op.length; ) {
           const n = Math.min(MAX_WRITE, op.offset + op.length - off);
-          await this.submit(Buffer.alloc(n), off);
+          await this.submit(ZERO_WRITE.subarray(0, n), off);
           off += n;
         }
         return;
-      case 'data':
+      case 'data': {
         if (op.offset + op.data.length > this.o.deviceSize) throw this.tooBig(op.offset + op.data.length);
         this.extent = Math.max(this.extent, op.offset + op.data.length);
-        if (!this.o.preZeroed) return this.submit(op.data, op.offset);
-        return this.writeSkippingZeros(op.data, op.offset);
+        const writes: Promise<void>[] = [];
+        if (!this.o.preZeroed) writes.push((await this.submit(op.data, op.offset)).done);
+        else await this.writeSkippingZeros(op.data, op.offset, writes);
+        if (op.release) void Promise.allSettled(writes).then(op.release);
+        return;
+      }
     }
   }
 
   /** Writes the non-zero runs of `data`, checked in ZERO_BLOCK-aligned blocks. */
-  private async writeSkippingZeros(data: Buffer, offset: number): Promise<void> {
+  private async writeSkippingZeros(data: Buffer, offset: number, writes: Promise<void>[] = []): Promise<void> {
     let runStart = -1;
     let pos = 0;
     while (pos < data.length) {
@@ -78,7 +84,7 @@ export class DeviceWriter {
       const zero = block.length === ZERO_BLOCK ? block.equals(ZEROS) : block.equals(ZEROS.subarray(0, block.length));
       if (zero) {
         if (runStart >= 0) {
-          await this.submit(data.subarray(runStart, pos), offset + runStart);
+          writes.push((await this.submit(data.subarray(runStart, pos), offset + runStart)).done);
           runStart = -1;
         }
         this.bytesSkipped += block.length;
@@ -87,10 +93,11 @@ export class DeviceWriter {
       }
       pos = next;
     }
-    if (runStart >= 0) await this.submit(data.subarray(runStart), offset + runStart);
+    if (runStart >= 0) writes.push((await this.submit(data.subarray(runStart), offset + runStart)).done);
   }
 
-  private async submit(buf: Buffer, position: number): Promise<void> {
+  /** Starts a write once fewer than `parallelism` are in flight; `done` settles when it completes. */
+  private async submit(buf: Buffer, position: number): Promise<{ done: Promise<void> }> {
     while (this.inflight.size >= (this.o.parallelism ?? 4)) await Promise.race(this.inflight);
     if (this.failure) throw this.failure;
     const p: Promise<void> = this.writeFully(buf, position).then(
@@ -107,6 +114,7 @@ export class DeviceWriter {
       },
     );
     this.inflight.add(p);
+    return { done: p };
   }
 
   private async writeFully(buf: Buffer, position: number): Promise<void> {
@@ -131,24 +139,53 @@ export class DeviceWriter {
   }
 }
 
+/**
+ * A few MAX_WRITE buffers reused for the raw stream: one copy from the network chunks into a
+ * buffer the writer releases when its write is done. No allocation per 4 MiB (fresh buffers cost
+ * page faults and GC), and the pool size bounds the memory in flight.
+ */
+export class BufferPool {
+  private readonly free: Buffer[] = [];
+  private readonly waiters: Array<(b: Buffer) => void> = [];
+
+  constructor(count: number, size = MAX_WRITE) {
+    for (let i = 0; i < count; i++) this.free.push(Buffer.allocUnsafeSlow(size));
+  }
+
+  acquire(): Buffer | Promise<Buffer> {
+    return this.free.pop() ?? new Promise<Buffer>((resolve) => this.waiters.push(resolve));
+  }
+
+  release(buf: Buffer): void {
+    const waiter = this.waiters.shift();
+    if (waiter) waiter(buf);
+    else this.free.push(buf);
+  }
+}
+
 /** Re-chunks a byte stream into positioned DataOps of MAX_WRITE bytes (the raw image format). */
-export async function* rawOps(source: AsyncIterable<Buffer>): AsyncGenerator<WriteOp> {
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
+export async function* rawOps(source: AsyncIterable<Buffer>, pool = new BufferPool(6)): AsyncGenerator<WriteOp> {
   let offset = 0;
+  let buf: Buffer | null = null;
+  let fill = 0;
+  const emit = (b: Buffer, n: number): WriteOp => {
+    const op: WriteOp = { kind: 'data', offset, data: b.subarray(0, n), release: () => pool.release(b) };
+    offset += n;
+    return op;
+  };
   for await (const chunk of source) {
-    pending.push(chunk);
-    pendingBytes += chunk.length;
-    if (pendingBytes >= MAX_WRITE) {
-      const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-      const whole = all.length - (all.length % MAX_WRITE);
-      for (let i = 0; i < whole; i += MAX_WRITE) {
-        yield { kind: 'data', offset, data: all.subarray(i, i + MAX_WRITE) };
-        offset += MAX_WRITE;
+    let off = 0;
+    while (off < chunk.length) {
+      buf ??= await pool.acquire();
+      const n = chunk.copy(buf, fill, off, Math.min(chunk.length, off + MAX_WRITE - fill));
+      fill += n;
+      off += n;
+      if (fill === MAX_WRITE) {
+        yield emit(buf, fill);
+        buf = null;
+        fill = 0;
       }
-      pending = whole < all.length ? [all.subarray(whole)] : [];
-      pendingBytes = all.length - whole;
     }
   }
-  if (pendingBytes > 0) yield { kind: 'data', offset, data: pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes) };
+  if (buf && fill > 0) yield emit(buf, fill);
 }

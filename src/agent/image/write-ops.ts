@@ -6,6 +6,8 @@ export interface DataOp {
   kind: 'data';
   offset: number;
   data: Buffer;
+  /** Called once the writer no longer needs `data`, so that its buffer can be reused. */
+  release?: () => void;
 }
 
 /** The range [offset, offset+length) must read back as zeros (qcow2 zero clusters, sparse holes). */
