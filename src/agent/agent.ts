@@ -2,6 +2,7 @@
 // start over after a simulated reboot (--power none), as a freshly booted ramdisk would.
 import { hostname } from 'node:os';
 import { promises as fs } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from './config.js';
 import { Executor } from './executor.js';
 import { LocalHost, type Host, type PowerAction } from './host/host.js';
@@ -190,17 +191,28 @@ export class Agent {
       signal: this.abort.signal,
     });
     this.state.phase = 'looking-up';
-    const { lookupNode } = await import('./lookup.js');
-    const res = await lookupNode({
-      client,
-      macs: async () => (await listInterfaces(this.host, this.config.interfaces)).map((i) => i.macAddress),
-      nodeUuid: this.rebooted ? null : this.inspectedNode,
-      timeoutSec: this.rebooted ? 0 : this.config.lookupTimeout,
-      interval: this.config.lookupInterval,
-      maxInterval: this.config.lookupMaxInterval,
-      log: this.log.child({ part: 'lookup' }),
-      signal: this.abort.signal,
-    });
+    const { lookupNode, lookupBackoff } = await import('./lookup.js');
+    const lookupOnce = () =>
+      lookupNode({
+        client,
+        macs: async () => (await listInterfaces(this.host, this.config.interfaces)).map((i) => i.macAddress),
+        nodeUuid: this.rebooted ? null : this.inspectedNode,
+        timeoutSec: this.rebooted ? 0 : this.config.lookupTimeout,
+        interval: this.config.lookupInterval,
+        maxInterval: this.config.lookupMaxInterval,
+        log: this.log.child({ part: 'lookup' }),
+        signal: this.abort.signal,
+      });
+    let res = await lookupOnce();
+    // "******" means Ironic still holds a token from an earlier boot that we do not know: every
+    // heartbeat would be refused. Wait for the conductor to clear it (it does on every power
+    // action) instead of heartbeating into a refusal, which would loop without pause.
+    for (let attempt = 1; res.config?.agent_token === '******' && this.state.token === null; attempt++) {
+      const delay = lookupBackoff(attempt, this.config.lookupInterval, this.config.lookupMaxInterval);
+      this.log.warn({ node: res.node.uuid, attempt }, `Ironic holds an agent token from an earlier boot; looking up again in ${delay.toFixed(1)} s`);
+      await sleep(delay * 1000, undefined, { signal: this.abort.signal });
+      res = await lookupOnce();
+    }
     this.state.applyLookup(res.node, (res.config ?? {}) as Record<string, unknown>, res.heartbeatTimeout);
     if (this.state.token === null) this.log.warn('lookup gave no agent token: commands are accepted without one');
 
