@@ -24,7 +24,10 @@ PKGS=(
 )
 if [[ "${1:-}" == "--with-vm" ]]; then
   PKGS+=(qemu-system-x86 ipxe-qemu ovmf seabios dnsmasq-base busybox-static mmdebstrap cpio binutils
-         grub-pc-bin grub-efi-amd64-bin grub2-common efibootmgr)
+         grub-pc-bin grub-efi-amd64-bin grub2-common efibootmgr
+         # image-build/build.sh (ramdisk) and the e2e test's disk image: unpacking .debs, depmod,
+         # module info, strip, zstd, mtools/sfdisk/mkfs for the image; the e2e VM: OVMF + iPXE ROM
+         kmod fdisk mtools dosfstools e2fsprogs zstd coreutils iproute2 debian-archive-keyring)
 fi
 
 missing=()
