@@ -1133,7 +1133,7 @@ class Qcow2Stream {
   private tableOffset(hi: number, lo: number, what: string, index: number): number {
     const top = hi & 0x00ffffff;
     if (top >= 0x200000) throw new Qcow2Error(`qcow2 ${what} entry ${index} points beyond 2^53 bytes`);
-    const off = top * TWO32 + (lo & 0xfffffe00);
+    const off = top * TWO32 + ((lo & 0xfffffe00) >>> 0);
     if (off % this.cs !== 0) throw new Qcow2Error(`corrupt qcow2 image: ${what} entry ${index} points to unaligned offset ${hex(off)}`);
     return off;
   }
@@ -1162,7 +1162,7 @@ class Qcow2Stream {
       if (hi === 0 && lo === 0) continue;
       const top = hi & 0x00ffffff;
       if (top >= 0x200000) continue;
-      const off = top * TWO32 + (lo & 0xfffffe00);
+      const off = top * TWO32 + ((lo & 0xfffffe00) >>> 0);
       if (off === 0 || off % this.cs !== 0 || off < this.cs) continue; // only an optimisation: ignore oddities
       this.sched.push({ kind: K_SKIP, host: off, len: this.cs, guest: 0, copied: true });
     }
@@ -1226,7 +1226,7 @@ class Qcow2Stream {
       const copied = hi >>> 31 === 1;
       const top = hi & 0x00ffffff;
       if (top >= 0x200000) throw new Qcow2Error(`qcow2 cluster for guest offset ${hex(guest)} lies beyond 2^53 bytes`);
-      const host = top * TWO32 + (lo & 0xfffffe00);
+      const host = top * TWO32 + ((lo & 0xfffffe00) >>> 0);
       if (host % cs !== 0) throw new Qcow2Error(`corrupt qcow2 image: cluster for guest offset ${hex(guest)} has unaligned host offset ${hex(host)}`);
       if (host !== 0 && host < cs) throw new Qcow2Error(`corrupt qcow2 image: cluster for guest offset ${hex(guest)} points into the header`);
       if (!ext) {
