@@ -54,7 +54,7 @@ export interface Host {
   /** True when `cmd` is on PATH. */
   hasCommand(cmd: string): Promise<boolean>;
   /** Opens a block device (or a partition of one) for writing, after the destructive-work guard. */
-  openForWrite(device: string): Promise<fs.FileHandle>;
+  openForWrite(device: string, opts?: { direct?: boolean }): Promise<fs.FileHandle>;
   /** Throws UnsafeHostError unless destructive work on `device` is allowed. */
   assertMayDestroy(device: string): Promise<void>;
   /** True when the root filesystem is a ramfs/tmpfs, i.e. we run from a deploy ramdisk. */
@@ -241,9 +241,9 @@ export class LocalHost implements Host {
     await fs.rm(this.map(path), { force: true });
   }
 
-  async openForWrite(device: string): Promise<fs.FileHandle> {
+  async openForWrite(device: string, opts: { direct?: boolean } = {}): Promise<fs.FileHandle> {
     await this.assertMayDestroy(device);
-    return fs.open(this.map(device), fsc.O_RDWR);
+    return fs.open(this.map(device), fsc.O_RDWR | (opts.direct ? fsc.O_DIRECT : 0));
   }
 
   async power(action: PowerAction): Promise<void> {

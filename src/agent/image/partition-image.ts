@@ -24,7 +24,7 @@ import { decompressing, type Compression } from './decompress.js';
 import { downloadImage, fetchText } from './download.js';
 import { detectFormat, streamImageToDevice, type ImageFormat, type StreamResult } from './stream-image.js';
 import { zeroOutIfCheap } from './zero-out.js';
-import { diskByName, downloadOptions, fileSpill, permittedFormats, type WriteContext, type WriteRequest } from './write-image.js';
+import { diskByName, downloadOptions, fileSpill, openDirect, permittedFormats, type WriteContext, type WriteRequest } from './write-image.js';
 
 const MiB = 1024 * 1024;
 
@@ -398,6 +398,7 @@ async function writeRoot(s: Services, root: BlockDevice, rootMiB: number, info: 
   const preZeroed = await zeroOutIfCheap(s.host, root.name, root.size, log);
   const hash = createDigest(expected.algorithm);
   const fh = await s.host.openForWrite(root.name);
+  const directFh = await openDirect(s, root.name, log);
   let result: StreamResult;
   try {
     const download = { ...downloadOptions(s, info, log, ctx.signal), onSize: (n: number) => (progress.total = n), onResume: () => progress.resumes++ };
@@ -406,6 +407,7 @@ async function writeRoot(s: Services, root: BlockDevice, rootMiB: number, info: 
       hash,
       progress,
       fh,
+      directFh,
       deviceName: root.name,
       deviceSize: Math.min(root.size, rootMiB * MiB),
       preZeroed,
@@ -423,6 +425,7 @@ async function writeRoot(s: Services, root: BlockDevice, rootMiB: number, info: 
     throw err;
   } finally {
     await fh.close();
+    await directFh?.close();
   }
   progress.phase = 'verifying';
   const actual = await hash.digest();

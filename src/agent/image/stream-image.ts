@@ -25,6 +25,8 @@ export interface StreamOptions {
   hash: StreamDigest;
   progress: ImageProgress;
   fh: FileHandle;
+  /** The device opened with O_DIRECT, or null (then every write is buffered). */
+  directFh?: FileHandle | null;
   deviceName: string;
   deviceSize: number;
   preZeroed: boolean;
@@ -103,14 +105,14 @@ async function streamFrom(source: AsyncGenerator<Buffer>, o: StreamOptions): Pro
   }
   o.log.info({ format, compression }, 'image format detected');
 
-  const writer = new DeviceWriter(o.fh, { deviceName: o.deviceName, deviceSize: o.deviceSize, preZeroed: o.preZeroed });
+  const writer = new DeviceWriter(o.fh, { deviceName: o.deviceName, deviceSize: o.deviceSize, preZeroed: o.preZeroed, direct: o.directFh ?? null });
   let virtualSize: number | null = null;
   let ops: AsyncIterable<WriteOp>;
   if (format === 'qcow2') {
     const { readQcow2 } = await import('./qcow2-reader.js');
     ops = readQcow2(stream, { spill: deferredSpill(o, () => virtualSize), log: o.log });
   } else {
-    ops = rawOps(stream);
+    ops = rawOps(stream, writer.pool);
   }
   o.progress.phase = 'writing';
   try {

@@ -8,6 +8,8 @@ export interface DataOp {
   data: Buffer;
   /** Called once the writer no longer needs `data`, so that its buffer can be reused. */
   release?: () => void;
+  /** `data` lies in one of the writer's pool buffers (aligned for direct I/O when the pool is). */
+  pooled?: boolean;
 }
 
 /** The range [offset, offset+length) must read back as zeros (qcow2 zero clusters, sparse holes). */
