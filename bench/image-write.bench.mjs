@@ -112,7 +112,8 @@ function throttle(dev, bytesPerSec) {
 
 async function ferrumWrite(url, digest, dev, diskFormat, cgroup = null) {
   const port = await freePort();
-  const agent = spawn(process.execPath, [AGENT, '--standalone', '--cmdline-file', '/dev/null', '--devices', dev, '--listen-host', '127.0.0.1', '--listen-port', String(port)], {
+  // Node flags as systemd/ferrum-agent.service runs the agent in the ramdisk.
+  const agent = spawn(process.execPath, ['--max-semi-space-size=1', AGENT, '--standalone', '--cmdline-file', '/dev/null', '--devices', dev, '--listen-host', '127.0.0.1', '--listen-port', String(port)], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   cgroup?.add(agent.pid);

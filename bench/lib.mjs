@@ -34,7 +34,7 @@ export function rssKiB(pid) {
 export async function startAgent(args = []) {
   const port = await freePort();
   const t0 = performance.now();
-  const proc = spawn(process.execPath, [AGENT, '--standalone', '--cmdline-file', '/dev/null', '--listen-host', '127.0.0.1', '--listen-port', String(port), ...args], {
+  const proc = spawn(process.execPath, ['--max-semi-space-size=1', AGENT, '--standalone', '--cmdline-file', '/dev/null', '--listen-host', '127.0.0.1', '--listen-port', String(port), ...args], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;

@@ -89,7 +89,7 @@ export class DeviceWriter {
   extent = 0;
   /** Buffers for readers that copy their data anyway (the raw stream); aligned when direct I/O works. */
   readonly pool: BufferPool;
-  private readonly zeroBuffer: Buffer;
+  private zeroBuffer: Buffer | null = null;
   private readonly inflight = new Set<Promise<void>>();
   private failure: unknown = null;
 
@@ -99,9 +99,8 @@ export class DeviceWriter {
   ) {
     const direct = o.direct ?? null;
     const allocate = direct ? () => allocateAligned(direct.fd, MAX_WRITE) : () => null;
-    this.pool = new BufferPool((o.parallelism ?? 4) + 3, allocate);
-    const zero = direct ? allocateAligned(direct.fd, MAX_WRITE) : null;
-    this.zeroBuffer = zero ? zero.fill(0) : ZERO_WRITE;
+    // In flight, plus one being filled and one staged: the pool bounds memory and keeps the device busy.
+    this.pool = new BufferPool((o.parallelism ?? 4) + 2, allocate);
     if (direct && !this.pool.aligned) this.o = { ...o, direct: null };
   }
 
@@ -119,6 +118,7 @@ export class DeviceWriter {
 
   async apply(op: WriteOp): Promise<void> {
     if (this.failure) throw this.failure;
+    if (op.kind !== 'data') await this.flushStage();
     switch (op.kind) {
       case 'size':
         if (op.virtualSize > this.o.deviceSize) throw this.tooBig(op.virtualSize);
@@ -132,14 +132,23 @@ export class DeviceWriter {
         }
         for (let off = op.offset; off < op.offset + op.length; ) {
           const n = Math.min(MAX_WRITE, op.offset + op.length - off);
-          const zeros = this.zeroBuffer.subarray(0, n);
-          await this.submit(zeros, off, this.zeroBuffer !== ZERO_WRITE);
+          // An aligned zero buffer is made on first use: most images bring no zero ranges.
+          this.zeroBuffer ??= (this.o.direct && allocateAligned(this.o.direct.fd, MAX_WRITE)?.fill(0)) || ZERO_WRITE;
+          await this.submit(this.zeroBuffer.subarray(0, n), off, this.zeroBuffer !== ZERO_WRITE);
           off += n;
         }
         return;
       case 'data': {
         if (op.offset + op.data.length > this.o.deviceSize) throw this.tooBig(op.offset + op.data.length);
         this.extent = Math.max(this.extent, op.offset + op.data.length);
+        // Other readers' data (qcow2 clusters, still in network buffers) is gathered into pool buffers
+        // when that lets it go around the page cache in big writes; the network buffer is free at once.
+        if (op.pooled !== true && this.stagingPossible(op.offset, op.data.length)) {
+          await this.stage(op.offset, op.data);
+          op.release?.();
+          return;
+        }
+        await this.flushStage();
         const pooled = op.pooled === true;
         const writes: Promise<void>[] = [];
         if (!this.o.preZeroed) writes.push((await this.submit(op.data, op.offset, pooled)).done);
@@ -148,6 +157,36 @@ export class DeviceWriter {
         return;
       }
     }
+  }
+
+  private staged: { buf: Buffer; start: number; fill: number } | null = null;
+
+  private stagingPossible(offset: number, length: number): boolean {
+    return this.pool.aligned && !!this.o.direct && offset % DIRECT_ALIGN === 0 && length % DIRECT_ALIGN === 0 && length <= MAX_WRITE;
+  }
+
+  /** Copies `data` into the staging buffer, starting a new one unless it continues the current one. */
+  private async stage(offset: number, data: Buffer): Promise<void> {
+    const s = this.staged;
+    if (!s || offset !== s.start + s.fill || s.fill + data.length > MAX_WRITE) {
+      await this.flushStage();
+      this.staged = { buf: await this.pool.acquire(), start: offset, fill: 0 };
+    }
+    const st = this.staged!;
+    data.copy(st.buf, st.fill);
+    st.fill += data.length;
+    if (st.fill === MAX_WRITE) await this.flushStage();
+  }
+
+  private async flushStage(): Promise<void> {
+    const st = this.staged;
+    if (!st) return;
+    this.staged = null;
+    const data = st.buf.subarray(0, st.fill);
+    const writes: Promise<void>[] = [];
+    if (!this.o.preZeroed) writes.push((await this.submit(data, st.start, true)).done);
+    else await this.writeSkippingZeros(data, st.start, true, writes);
+    void Promise.allSettled(writes).then(() => this.pool.release(st.buf));
   }
 
   /** Writes the non-zero runs of `data`, checked in ZERO_BLOCK-aligned blocks. */
@@ -208,6 +247,7 @@ export class DeviceWriter {
 
   /** Waits for every write and flushes the device (the page cache, and the disk's own cache). */
   async finish(): Promise<void> {
+    await this.flushStage();
     await Promise.all(this.inflight);
     if (this.failure) throw this.failure;
     await this.fh.sync();

@@ -13,7 +13,7 @@ export interface StreamDigest {
 }
 
 const SLOT_BYTES = 4 * 1024 * 1024;
-const SLOTS = 4;
+const SLOTS = 3;
 
 // CommonJS source for `new Worker(…, { eval: true })`: no separate file to ship or resolve.
 const WORKER_SOURCE = `

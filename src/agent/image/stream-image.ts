@@ -110,7 +110,9 @@ async function streamFrom(source: AsyncGenerator<Buffer>, o: StreamOptions): Pro
   let ops: AsyncIterable<WriteOp>;
   if (format === 'qcow2') {
     const { readQcow2 } = await import('./qcow2-reader.js');
-    ops = readQcow2(stream, { spill: deferredSpill(o, () => virtualSize), log: o.log });
+    // Small ops: the writer copies them into its own aligned buffers anyway, and big short-lived
+    // buffers are what drives the agent's peak memory (V8 collects external memory late).
+    ops = readQcow2(stream, { spill: deferredSpill(o, () => virtualSize), log: o.log, maxOpBytes: 1024 * 1024 });
   } else {
     ops = rawOps(stream, writer.pool);
   }
