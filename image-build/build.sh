@@ -314,8 +314,8 @@ rm -f "$R/tmp/ldd-check.sh"
 nchecked="$(sed -n 's/^checked //p' "$WORK/ldd.txt")"
 [ "${nchecked:-0}" -gt 100 ] || { cat "$WORK/ldd.txt" >&2; die "the ldd check looked at only ${nchecked:-0} ELF files: it did not run properly"; }
 info "ldd: all $nchecked ELF binaries and libraries resolve their libraries"
-TOOLS="node lsblk blkid wipefs blkdiscard partx mkswap dmesg hwclock mount umount chroot sync shred sgdisk parted partprobe udevadm
-       mkfs.ext4 mkfs.xfs mkfs.vfat mdir mcopy efibootmgr mdadm hdparm nvme smartctl dmidecode ipmitool lshw lspci ip modprobe
+TOOLS="node lsblk blkid wipefs blkdiscard partx mkswap dmesg hwclock mount umount chroot sync shred sgdisk sfdisk parted partprobe udevadm
+       mkfs mkfs.ext4 mkfs.xfs mkfs.vfat mdir mcopy efibootmgr mdadm hdparm nvme smartctl dmidecode ipmitool lshw lspci ip modprobe
        journalctl tcpdump xz zstd bzip2 gzip ps df"
 absent=""
 for t in $TOOLS; do env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin chroot "$R" /bin/sh -c "command -v $t" >/dev/null 2>&1 || absent="$absent $t"; done

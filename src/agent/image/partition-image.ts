@@ -18,13 +18,12 @@ import type { Services } from '../services.js';
 import type { BlockDevice } from '../hardware/block-devices.js';
 import { chooseInstallDevice } from '../hardware/install-device.js';
 import { eraseDiskMetadata, rescanPartitions } from '../hardware/erase.js';
-import { checksumError, createDigest, expectedDigest, type ExpectedDigest } from './checksum.js';
+import { expectedDigest, type ExpectedDigest } from './checksum.js';
 import { decodeConfigDrive, isoVolumeLabel } from './configdrive.js';
 import { decompressing, type Compression } from './decompress.js';
 import { downloadImage, fetchText } from './download.js';
-import { detectFormat, streamImageToDevice, type ImageFormat, type StreamResult } from './stream-image.js';
-import { zeroOutIfCheap } from './zero-out.js';
-import { diskByName, downloadOptions, fileSpill, openDirect, permittedFormats, type WriteContext, type WriteRequest } from './write-image.js';
+import { detectFormat, type ImageFormat, type StreamResult } from './stream-image.js';
+import { diskByName, downloadOptions, streamVerified, type WriteContext, type WriteRequest } from './write-image.js';
 
 const MiB = 1024 * 1024;
 
@@ -394,28 +393,8 @@ async function createLayout(s: Services, disk: BlockDevice, plan: PlannedPartiti
 
 /** Streams the image onto the root partition and checks its digest. */
 async function writeRoot(s: Services, root: BlockDevice, rootMiB: number, info: ImageInfo, expected: ExpectedDigest, format: ImageFormat, ctx: WriteContext): Promise<StreamResult> {
-  const { log, progress } = ctx;
-  const preZeroed = await zeroOutIfCheap(s.host, root.name, root.size, log);
-  const hash = createDigest(expected.algorithm);
-  const fh = await s.host.openForWrite(root.name);
-  const directFh = await openDirect(s, root.name, log);
-  let result: StreamResult;
   try {
-    const download = { ...downloadOptions(s, info, log, ctx.signal), onSize: (n: number) => (progress.total = n), onResume: () => progress.resumes++ };
-    result = await streamImageToDevice({
-      download,
-      hash,
-      progress,
-      fh,
-      directFh,
-      deviceName: root.name,
-      deviceSize: Math.min(root.size, rootMiB * MiB),
-      preZeroed,
-      diskFormat: info.disk_format ?? null,
-      permittedFormats: permittedFormats(s),
-      log,
-      makeSpill: fileSpill,
-    });
+    return await streamVerified(s, root, Math.min(root.size, rootMiB * MiB), info, expected, ctx, null);
   } catch (err) {
     // The device writer's bound is root_mb: an image that turns out bigger (a compressed image only
     // shows its size once decompressing) gets IPA's error. A qcow2 header's virtual size is the real
@@ -423,14 +402,7 @@ async function writeRoot(s: Services, root: BlockDevice, rootMiB: number, info: 
     const needs = err instanceof AgentError && err.type === 'ImageWriteError' ? /the image needs (\d+) bytes/.exec(err.details) : null;
     if (needs) throw tooSmall(format === 'qcow2' ? Number(needs[1]) : null, Math.min(rootMiB, Math.floor(root.size / MiB)));
     throw err;
-  } finally {
-    await fh.close();
-    await directFh?.close();
   }
-  progress.phase = 'verifying';
-  const actual = await hash.digest();
-  if (actual !== expected.value) throw checksumError(info.id, info.urls[0] ?? '', expected.value, actual);
-  return result;
 }
 
 export async function writePartitionImage(s: Services, req: WriteRequest, ctx: WriteContext): Promise<{ message: string; device: string }> {

@@ -96,26 +96,27 @@ export async function diskByName(s: Services, name: string): Promise<BlockDevice
 /** Where a qcow2 reader spills on the target device (shared with partition-image.ts). */
 export const fileSpill = (handle: FileHandle, start: number, capacity: number): SpillArea => new FileSpillArea(handle, start, capacity);
 
-/** Downloads and writes one image onto `disk`, verifying the digest; wipes the disk on failure. */
-async function writeVerified(
+/**
+ * Streams the image onto `device` (a disk, or a partition up to `limit` bytes) and checks its
+ * digest. `virtualSize`, when known up front, limits the span zeroed out before writing.
+ */
+export async function streamVerified(
   s: Services,
-  disk: BlockDevice,
+  device: { name: string; size: number },
+  limit: number,
   info: ImageInfo,
   expected: ExpectedDigest,
   ctx: WriteContext,
   virtualSize: number | null,
 ): Promise<StreamResult> {
   const { log, progress } = ctx;
-  // The disk as the kernel sees it now: a failed attempt may have changed its partitions, and
-  // wiping partitions that are gone fails (or, with --devices, is refused).
-  await eraseDiskMetadata(s.host, await diskByName(s, disk.name), log);
-  // Only the span the image covers needs to read back as zeros (all of the disk when the size is
+  // Only the span the image covers needs to read back as zeros (all of the device when the size is
   // unknown up front, as for compressed raw images).
-  const zeroSpan = virtualSize !== null ? Math.min(disk.size, Math.ceil(virtualSize / 4096) * 4096) : disk.size;
-  const preZeroed = await zeroOutIfCheap(s.host, disk.name, zeroSpan, log);
+  const zeroSpan = virtualSize !== null ? Math.min(device.size, Math.ceil(virtualSize / 4096) * 4096) : device.size;
+  const preZeroed = await zeroOutIfCheap(s.host, device.name, zeroSpan, log);
   const hash = createDigest(expected.algorithm);
-  const fh = await s.host.openForWrite(disk.name);
-  const directFh = await openDirect(s, disk.name, log);
+  const fh = await s.host.openForWrite(device.name);
+  const directFh = await openDirect(s, device.name, log);
   let result: StreamResult;
   try {
     const download = { ...downloadOptions(s, info, log, ctx.signal), onSize: (n: number) => (progress.total = n), onResume: () => progress.resumes++ };
@@ -125,8 +126,8 @@ async function writeVerified(
       progress,
       fh,
       directFh,
-      deviceName: disk.name,
-      deviceSize: disk.size,
+      deviceName: device.name,
+      deviceSize: limit,
       preZeroed,
       diskFormat: info.disk_format ?? null,
       permittedFormats: permittedFormats(s),
@@ -141,6 +142,21 @@ async function writeVerified(
   const actual = await hash.digest();
   if (actual !== expected.value) throw checksumError(info.id, info.urls[0] ?? '', expected.value, actual);
   return result;
+}
+
+/** Downloads and writes one image onto `disk`, verifying the digest (the caller wipes on failure). */
+async function writeVerified(
+  s: Services,
+  disk: BlockDevice,
+  info: ImageInfo,
+  expected: ExpectedDigest,
+  ctx: WriteContext,
+  virtualSize: number | null,
+): Promise<StreamResult> {
+  // The disk as the kernel sees it now: a failed attempt may have changed its partitions, and
+  // wiping partitions that are gone fails (or, with --devices, is refused).
+  await eraseDiskMetadata(s.host, await diskByName(s, disk.name), ctx.log);
+  return streamVerified(s, disk, disk.size, info, expected, ctx, virtualSize);
 }
 
 export async function writeImage(s: Services, req: WriteRequest, ctx: WriteContext): Promise<{ message: string; device: string }> {
@@ -231,7 +247,11 @@ async function finishWholeDisk(s: Services, disk: BlockDevice, result: StreamRes
   if (pttype.stdout.trim() === 'gpt' && result.extent < disk.size) {
     // The image's backup GPT sits at the end of the image, not of this bigger disk. sfdisk moves it
     // (and fixes the protective MBR) in milliseconds; sgdisk -e does the same but sleeps a second.
-    await s.host.run('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', '--relocate', 'gpt-bak-std', disk.name], { timeoutMs: 60_000 });
+    if (await s.host.hasCommand('sfdisk')) {
+      await s.host.run('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', '--relocate', 'gpt-bak-std', disk.name], { timeoutMs: 60_000 });
+    } else {
+      await s.host.run('sgdisk', ['-e', disk.name], { timeoutMs: 60_000 });
+    }
     await rescanPartitions(s.host, disk.name);
   }
   const after = await diskByName(s, disk.name);
