@@ -231,7 +231,7 @@ info "modules: $kept kept ($(human $(( $(du -sk "$MOD_DST" | cut -f1) * 1024 )))
 if [ -s "$WORK/modules-dropped.txt" ]; then info "  e.g. $(head -n 5 "$WORK/modules-dropped.txt" | tr '\n' ';')"; fi
 for m in virtio_net virtio_blk virtio_pci virtio_rng e1000e igb ixgbe i40e ice bnxt_en mlx5_core tg3 ahci nvme megaraid_sas mpt3sas \
          smartpqi hpsa aacraid usb_storage uas usbhid hid_generic xhci_pci ehci_pci raid1 raid456 dm_mod ipmi_si ipmi_devintf \
-         efivarfs vfat nls_cp437 nls_ascii ext4 xfs iscsi_tcp nvme_tcp target_core_mod configfs bonding 8021q; do
+         efivarfs vfat nls_cp437 nls_ascii ext4 xfs iscsi_tcp nvme_tcp target_core_mod target_core_iblock iscsi_target_mod configfs bonding 8021q; do
   modinfo -b "$R" -k "$KVER" "$m" >/dev/null 2>&1 || grep -qE "/${m//_/[-_]}\.ko" "$MOD_DST/modules.builtin" || die "module $m is missing from the ramdisk"
 done
 cp "$K/boot/vmlinuz-$KVER" "$WORK/kernel.img"

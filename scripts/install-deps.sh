@@ -27,7 +27,10 @@ if [[ "${1:-}" == "--with-vm" ]]; then
          grub-pc-bin grub-efi-amd64-bin grub2-common efibootmgr
          # image-build/build.sh (ramdisk) and the e2e test's disk image: unpacking .debs, depmod,
          # module info, strip, zstd, mtools/sfdisk/mkfs for the image; the e2e VM: OVMF + iPXE ROM
-         kmod fdisk mtools dosfstools e2fsprogs zstd coreutils iproute2 debian-archive-keyring)
+         kmod fdisk mtools dosfstools e2fsprogs zstd coreutils iproute2 debian-archive-keyring
+         # the e2e test's iSCSI initiator (user space: this host's kernel has no iscsi_tcp): libiscsi's
+         # tools and qemu-io/qemu-img with qemu's iSCSI block driver
+         libiscsi-bin qemu-block-extra qemu-utils)
 fi
 
 missing=()

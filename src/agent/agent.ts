@@ -20,6 +20,7 @@ import { deployCommands } from './extensions/deploy.js';
 import { standbyCommands } from './extensions/standby.js';
 import { logCommands } from './extensions/log.js';
 import { pollCommands } from './extensions/poll.js';
+import { iscsiCommands } from './extensions/iscsi.js';
 import { imageCommands } from './extensions/image.js';
 import type { IronicClient } from './ironic-client.js';
 import type { Heartbeater } from './heartbeat.js';
@@ -83,7 +84,7 @@ export class Agent {
         lldp: config.collectLldp ? () => this.lldpReady : undefined,
       }),
     };
-    for (const ext of [cleanCommands, deployCommands, standbyCommands, logCommands, pollCommands, imageCommands]) this.executor.register(ext(this.services));
+    for (const ext of [cleanCommands, deployCommands, standbyCommands, logCommands, pollCommands, imageCommands, iscsiCommands]) this.executor.register(ext(this.services));
     this.listener = new ApiListener(
       { executor: this.executor, state: this.state, log: this.log.child({ part: 'api' }), status: () => this.status() },
       config.listenHost,

@@ -169,6 +169,10 @@ export class FixtureHost implements Host {
     throw errors.unsafeHost(`refusing to delete ${path}: this is a replayed capture (${this.captureDir})`);
   }
 
+  async configfs(change: { path: string }): Promise<void> {
+    throw errors.unsafeHost(`refusing to change ${change.path}: this is a replayed capture (${this.captureDir})`);
+  }
+
   async power(action: PowerAction): Promise<void> {
     throw errors.unsafeHost(`refusing to ${action === 'off' ? 'power off' : 'reboot'}: this is a replayed capture`);
   }

@@ -3,6 +3,7 @@ import { AGENT_COMMANDS } from '../../protocol/agent-commands.js';
 import type { CommandDefinition } from '../executor.js';
 import type { Services } from '../services.js';
 import { installBootloader, type InstallBootloaderParams } from '../bootloader/install.js';
+import { stopAllIscsiTargets } from './iscsi.js';
 
 export function imageCommands(s: Services): CommandDefinition[] {
   return [
@@ -10,11 +11,13 @@ export function imageCommands(s: Services): CommandDefinition[] {
       name: 'image.install_bootloader',
       mode: 'async',
       params: AGENT_COMMANDS['image.install_bootloader'].params,
-      run: (params: InstallBootloaderParams, ctx) =>
-        installBootloader(
+      run: async (params: InstallBootloaderParams, ctx) => {
+        await stopAllIscsiTargets(s, ctx.log);
+        return installBootloader(
           { host: s.host, config: s.config, node: (s.state.node as Record<string, unknown> | null) ?? null, log: ctx.log },
           params,
-        ),
+        );
+      },
     },
   ];
 }

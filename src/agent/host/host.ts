@@ -37,6 +37,14 @@ export class HostCommandError extends Error {
 
 export type PowerAction = 'off' | 'reboot';
 
+/** One change to the kernel's configfs tree (/sys/kernel/config): how LIO targets are made. */
+export type ConfigfsChange =
+  | { op: 'mkdir' | 'rmdir' | 'unlink'; path: string }
+  | { op: 'write'; path: string; value: string }
+  | { op: 'symlink'; path: string; target: string };
+
+export const CONFIGFS_ROOT = '/sys/kernel/config';
+
 export interface Host {
   /** Where /sys, /proc and /dev are read from ("/" in production). */
   readonly sysRoot: string;
@@ -61,6 +69,8 @@ export interface Host {
   isDeployRamdisk(): Promise<boolean>;
   /** Deletes a file of the running system (e.g. pstore records): only in a deploy ramdisk. */
   removeSystemFile(path: string): Promise<void>;
+  /** Applies one configfs change (paths under /sys/kernel/config only). */
+  configfs(change: ConfigfsChange): Promise<void>;
   power(action: PowerAction): Promise<void>;
 }
 
@@ -239,6 +249,28 @@ export class LocalHost implements Host {
       throw errors.unsafeHost(`refusing to delete ${path}: this host is not a deploy ramdisk`);
     }
     await fs.rm(this.map(path), { force: true });
+  }
+
+  async configfs(change: ConfigfsChange): Promise<void> {
+    const inside = (p: string) => {
+      const clean = posix.normalize(p);
+      if (!clean.startsWith(`${CONFIGFS_ROOT}/`)) throw new Error(`configfs path outside ${CONFIGFS_ROOT}: ${p}`);
+      return this.map(clean);
+    };
+    const path = inside(change.path);
+    switch (change.op) {
+      case 'mkdir':
+        return fs.mkdir(path);
+      case 'rmdir':
+        return fs.rmdir(path);
+      case 'unlink':
+        return fs.unlink(path);
+      // One write(2) per attribute: configfs parses each write on its own.
+      case 'write':
+        return fs.writeFile(path, change.value);
+      case 'symlink':
+        return fs.symlink(inside(change.target), path);
+    }
   }
 
   async openForWrite(device: string, opts: { direct?: boolean } = {}): Promise<fs.FileHandle> {

@@ -89,6 +89,10 @@ export class FakeHost implements Host {
     throw new Error(`FakeHost: refusing to remove ${path}`);
   }
 
+  async configfs(change: { path: string }): Promise<void> {
+    throw new Error(`FakeHost: refusing to change configfs (${change.path})`);
+  }
+
   async power(): Promise<void> {
     throw new Error('FakeHost: no power actions');
   }
