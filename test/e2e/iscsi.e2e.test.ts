@@ -16,16 +16,16 @@
 //  - a pattern written over iSCSI lands in the disk file;
 //  - image.install_bootloader tears the target down first (as IPA 7.x), so the portal is gone.
 import { execFileSync } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { closeSync, existsSync, openSync, readSync, writeSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { AgentClient, AgentHttpError } from '../../src/conductor/agent-client.js';
 import { sh } from '../helpers/loop-device.js';
 import { assertCommands, createPxeNetwork, type PxeNetwork } from './support/pxe-network.js';
-import { chooseAccel, serialTail, startVm, type Vm } from './support/vm.js';
+import { chooseAccel, serialTail, type Vm } from './support/vm.js';
+import { FORWARDED_ISCSI_PORT, startStandaloneVm } from './support/standalone-vm.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const RAMDISK_DIR = resolve(process.env['FERRUM_RAMDISK_DIR'] ?? join(REPO, 'image-build/out'));
@@ -33,8 +33,6 @@ const DISK_BYTES = 5 * 2 ** 30; // the agent's install disk must be >= 4 GiB
 const READ_AT = 2 * 2 ** 30; // a pattern the test puts there before boot
 const WRITE_AT = 3 * 2 ** 30; // a pattern written over iSCSI
 const PATTERN_BYTES = 1 << 20;
-const AGENT_PORT = 19999;
-const ISCSI_PORT = 13260;
 const QEMU_ISCSI_DRIVER = '/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so';
 
 let runDir = '';
@@ -44,10 +42,6 @@ let client: AgentClient | null = null;
 let passed = false;
 
 const log = (line: string) => console.log(`[e2e-iscsi ${new Date().toISOString().slice(11, 19)}] ${line}`);
-
-function randomMac(): string {
-  return ['52', '54', '00', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
-}
 
 function readAt(file: string, offset: number, length: number): Buffer {
   const fd = openSync(file, 'r');
@@ -104,7 +98,6 @@ describe('Ferrum ramdisk: a disk exported over iSCSI (Linux-IO) from a VM', () =
 
   test('start_iscsi_target exports the install disk as LUN 1; reads and writes reach the disk; install_bootloader removes it', async () => {
     const n = net!;
-    const mac = randomMac();
     const accel = await chooseAccel(join(RAMDISK_DIR, 'kernel'));
     log(`accelerator: ${accel.accel} (${accel.reason})`);
 
@@ -115,33 +108,10 @@ describe('Ferrum ramdisk: a disk exported over iSCSI (Linux-IO) from a VM', () =
     fill(disk, READ_AT, 0x5a, PATTERN_BYTES);
     expect(allBytes(readAt(disk, 512, 512), 0), 'the test disk has a GPT header before boot').toBe(false);
 
-    mkdirSync(join(n.httpRoot, 'ramdisk'), { recursive: true });
-    const kernelArgs = ['console=ttyS0,115200', 'ipa-standalone=1', 'systemd.show_status=auto'].join(' ');
-    execFileSync('ln', ['-s', join(RAMDISK_DIR, 'kernel'), join(n.httpRoot, 'ramdisk/kernel')]);
-    execFileSync('ln', ['-s', join(RAMDISK_DIR, 'initramfs'), join(n.httpRoot, 'ramdisk/initramfs')]);
-    n.writeIpxeScript(mac, ['#!ipxe', `kernel ${n.httpUrl}/ramdisk/kernel initrd=initramfs ${kernelArgs}`, `initrd --name initramfs ${n.httpUrl}/ramdisk/initramfs`, 'boot', ''].join('\n'));
-    const tap = await n.addTap('tap-fi0');
-    vm = startVm({ name: 'ferrum-e2e-iscsi', mac, net: n, tap, disk, varsFile: join(runDir, 'OVMF_VARS.fd'), accel: accel.accel, memMiB: 1536, boot: 'pxe',
-      serialLog: join(runDir, 'serial.log'), qemuLog: join(runDir, 'qemu.log') });
-    log(`QEMU started; serial console ${join(runDir, 'serial.log')}`);
-
-    // The console status line names the agent's phase and the VM's address once the API answers.
-    const statusRe = /\[ferrum \d+s\] standalone\b.*\| ip (\d+\.\d+\.\d+\.\d+)/;
-    try {
-      await vm.waitForSerial(statusRe, 600_000);
-    } catch (err) {
-      throw new Error(`${(err as Error).message}\n${diagnostics()}`);
-    }
-    const vmIp = statusRe.exec(vm.serial())![1]!;
-    log(`agent up in ${((Date.now() - vm.startedAt) / 1000).toFixed(1)} s at ${vmIp}`);
-    n.spawnInside([process.execPath, join(import.meta.dirname, 'support/tcp-forward.mjs'), '--bind', n.addr, '--to', vmIp, `${AGENT_PORT}:9999`, `${ISCSI_PORT}:3260`], join(runDir, 'tcp-forward.log'));
-    client = new AgentClient({ url: `http://${n.addr}:${AGENT_PORT}`, requestTimeoutMs: 120_000 });
-    for (let i = 0; ; i++) {
-      const ok = await client.status().then(() => true, () => false);
-      if (ok) break;
-      if (i > 100) throw new Error(`the agent's API is not reachable through the forwarder\n${diagnostics()}`);
-      await sleep(200);
-    }
+    const started0 = await startStandaloneVm({ net: n, ramdiskDir: RAMDISK_DIR, runDir, name: 'ferrum-iscsi', disk, accel: accel.accel });
+    vm = started0.vm;
+    client = started0.client;
+    log(`agent up in ${started0.upAfterS.toFixed(1)} s at ${started0.vmIp}`);
 
     // A bad IQN is refused before anything happens.
     const bad = await client.execute('iscsi.start_iscsi_target', { iqn: 'not an iqn' }, { wait: true }).catch((e: unknown) => e);
@@ -159,7 +129,7 @@ describe('Ferrum ramdisk: a disk exported over iSCSI (Linux-IO) from a VM', () =
     expect(allBytes(readAt(disk, 0, 1 << 20), 0), 'the first MiB (MBR, primary GPT) is wiped').toBe(true);
     expect(allBytes(readAt(disk, DISK_BYTES - (1 << 20), 1 << 20), 0), 'the last MiB (backup GPT) is wiped').toBe(true);
 
-    const url = `iscsi://${n.addr}:${ISCSI_PORT}/${iqn}/1`;
+    const url = `iscsi://${n.addr}:${FORWARDED_ISCSI_PORT}/${iqn}/1`;
     const inq = await tool('iscsi-inq', [url]);
     log(`iscsi-inq: ${inq.out.trim().split('\n').slice(0, 6).join(' | ')}`);
     expect(inq.code, inq.out).toBe(0);
@@ -196,7 +166,7 @@ describe('Ferrum ramdisk: a disk exported over iSCSI (Linux-IO) from a VM', () =
     // A new target can be made again afterwards, with a generated IQN in IPA's namespace.
     const second = await client.startIscsiTarget({});
     expect(second.iscsi_target_iqn).toMatch(/^iqn\.2008-10\.org\.openstack:[0-9a-f-]{36}$/);
-    const inq2 = await tool('iscsi-inq', [`iscsi://${n.addr}:${ISCSI_PORT}/${second.iscsi_target_iqn}/1`]);
+    const inq2 = await tool('iscsi-inq', [`iscsi://${n.addr}:${FORWARDED_ISCSI_PORT}/${second.iscsi_target_iqn}/1`]);
     expect(inq2.code, inq2.out).toBe(0);
     passed = true;
   }, 1_800_000);

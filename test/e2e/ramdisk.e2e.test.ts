@@ -16,7 +16,6 @@
 // FERRUM_E2E_ACCEL=kvm|tcg overrides the KVM probe; FERRUM_RAMDISK_DIR another ramdisk;
 // FERRUM_E2E_KEEP=1 keeps the run directory (logs, serial consoles) even when the test passes.
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, symlinkSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { loadavg } from 'node:os';
@@ -27,6 +26,7 @@ import { IronicServer, assertIronicInstalled, type IronicNode } from '../helpers
 import { DEPLOYED_OS_MARKER, diskImage, type DiskImage } from './support/disk-image.js';
 import { assertCommands, createPxeNetwork, type PxeNetwork } from './support/pxe-network.js';
 import { chooseAccel, serialTail, startVm, type AccelChoice, type Vm } from './support/vm.js';
+import { randomMac } from './support/standalone-vm.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const RAMDISK_DIR = resolve(process.env['FERRUM_RAMDISK_DIR'] ?? join(REPO, 'image-build/out'));
@@ -54,10 +54,6 @@ const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
 function figure(name: string, value: string): void {
   figures.push([name, value]);
   log(`FIGURE ${name}: ${value}`);
-}
-
-function randomMac(): string {
-  return ['52', '54', '00', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
 
 async function patchNode(uuid: string, ops: Array<{ op: string; path: string; value?: unknown }>): Promise<void> {
