@@ -69,7 +69,7 @@ export class FakeHost implements Host {
     return this.o.run(cmd, args, opts);
   }
 
-  async hasCommand(): Promise<boolean> {
+  async hasCommand(_cmd: string): Promise<boolean> {
     return false;
   }
 
