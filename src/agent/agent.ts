@@ -21,6 +21,7 @@ import { standbyCommands } from './extensions/standby.js';
 import { logCommands } from './extensions/log.js';
 import { pollCommands } from './extensions/poll.js';
 import { iscsiCommands } from './extensions/iscsi.js';
+import { rescueCommands } from './extensions/rescue.js';
 import { imageCommands } from './extensions/image.js';
 import type { IronicClient } from './ironic-client.js';
 import type { Heartbeater } from './heartbeat.js';
@@ -44,6 +45,8 @@ export class Agent {
   private advertiseHost: string | null = null;
   private rebootRequested: (() => void) | null = null;
   private stopped = false;
+  /** Keeps the process alive once it no longer serves (after rescue). */
+  private idle: NodeJS.Timeout | null = null;
   private lifecycle: Promise<void> | null = null;
   private readonly abort = new AbortController();
   /** Lookups after the first one wait as long as it takes: the "machine" is off until Ironic boots it. */
@@ -83,8 +86,9 @@ export class Agent {
         interfaces: config.interfaces,
         lldp: config.collectLldp ? () => this.lldpReady : undefined,
       }),
+      stopServing: (reason) => this.stopServing(reason),
     };
-    for (const ext of [cleanCommands, deployCommands, standbyCommands, logCommands, pollCommands, imageCommands, iscsiCommands]) this.executor.register(ext(this.services));
+    for (const ext of [cleanCommands, deployCommands, standbyCommands, logCommands, pollCommands, imageCommands, iscsiCommands, rescueCommands]) this.executor.register(ext(this.services));
     this.listener = new ApiListener(
       { executor: this.executor, state: this.state, log: this.log.child({ part: 'api' }), status: () => this.status() },
       config.listenHost,
@@ -272,6 +276,20 @@ export class Agent {
     );
   }
 
+  /**
+   * After rescue.finalize_rescue: heartbeats stop at once, the API once the reply has gone out. The
+   * process stays (idle): exiting would have systemd restart it, and it would look up again.
+   */
+  private stopServing(reason: string): void {
+    if (this.state.phase === 'rescued') return;
+    this.state.phase = 'rescued';
+    this.log.warn({ reason }, 'no longer serving: heartbeats stop now, the command API after this reply');
+    void this.heartbeater?.stop();
+    setTimeout(() => void this.listener.close().then(() => this.log.info('command API closed')), 250);
+    // Nothing else keeps the event loop busy now; without this the process would end.
+    this.idle ??= setInterval(() => undefined, 2 ** 30);
+  }
+
   simulateReboot(reason: string): void {
     this.log.warn({ reason }, 'simulated reboot: dropping token and node, back to lookup');
     this.rebootRequested?.();
@@ -292,6 +310,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    if (this.idle) clearInterval(this.idle);
     this.abort.abort();
     this.rebootRequested?.();
     await this.heartbeater?.stop();

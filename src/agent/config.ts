@@ -53,6 +53,7 @@ export interface Config {
   power: PowerMode;
   stateDir: string;
   sysRoot: string;
+  rescuePasswordFile: string;
 }
 
 type Kind = 'string' | 'int' | 'number' | 'bool' | 'list' | 'url-list' | 'url' | 'port' | 'version' | 'host';
@@ -116,6 +117,7 @@ export const OPTIONS: OptionSpec[] = [
   O({ key: 'power', name: 'power', kind: 'string', choices: ['real', 'none'], kernel: ['ferrum-power'], help: 'none: power_off/reboot are simulated and the agent starts over with lookup' }),
   O({ key: 'stateDir', name: 'state_dir', kind: 'string', kernel: ['ferrum-state-dir'], help: 'directory for runtime state (certificate, logs)' }),
   O({ key: 'sysRoot', name: 'sys_root', kind: 'string', kernel: ['ferrum-sys-root'], help: 'root of /sys, /proc and /dev reads (tests point it at fixtures)' }),
+  O({ key: 'rescuePasswordFile', name: 'rescue_password_file', kind: 'string', help: 'where rescue.finalize_rescue writes the hashed password (IPA\'s path)' }),
 ];
 
 export const DEFAULTS: Config = {
@@ -164,6 +166,7 @@ export const DEFAULTS: Config = {
   power: 'real',
   stateDir: '/run/ferrum',
   sysRoot: '/',
+  rescuePasswordFile: '/etc/ipa-rescue-config/ipa-rescue-password',
 };
 
 export class ConfigError extends Error {

@@ -14,4 +14,6 @@ export interface Services {
   readonly state: AgentState;
   readonly managers: HardwareManagers;
   readonly inventory: InventoryCollector;
+  /** Stops the command API and heartbeats once the current reply is sent (rescue: the node is the tenant's now). */
+  stopServing(reason: string): void;
 }

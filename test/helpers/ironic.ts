@@ -59,6 +59,12 @@ export interface IronicOptions {
   inspectorHooks?: string;
   /** [deploy]erase_devices_priority (e.g. 0: automated cleaning only wipes metadata). Unset: the agent's. */
   eraseDevicesPriority?: number | null;
+  /**
+   * Enables the `agent` rescue interface. Rescue validates the boot interface's rescue support
+   * unless [agent]manage_agent_boot is off, and fake boot has none: this turns it off too (the
+   * tests start the agent themselves anyway).
+   */
+  rescue?: boolean;
 }
 
 type ServiceName = 'ironic-conductor' | 'ironic-api' | 'ironic-inspector';
@@ -181,6 +187,7 @@ export class IronicServer {
       inspectorPort: 5050,
       inspectorHooks: '$default_processing_hooks,lldp_basic,local_link_connection',
       eraseDevicesPriority: null,
+      rescue: false,
       ...opts,
     };
     const stateDir = await mkdtemp(join(tmpdir(), 'ferrum-ironic-'));
@@ -293,7 +300,7 @@ enabled_network_interfaces = noop
 default_network_interface = noop
 enabled_inspect_interfaces = ${o.inspector ? 'no-inspect,inspector' : 'no-inspect'}
 default_inspect_interface = no-inspect
-enabled_rescue_interfaces = no-rescue
+enabled_rescue_interfaces = ${o.rescue ? 'no-rescue,agent' : 'no-rescue'}
 default_rescue_interface = no-rescue
 enabled_raid_interfaces = no-raid
 default_raid_interface = no-raid
@@ -340,6 +347,7 @@ http_url = http://${o.bindAddr}:8088
 http_root = ${d}/httpboot
 ${o.eraseDevicesPriority === null ? '' : `erase_devices_priority = ${o.eraseDevicesPriority}\n`}
 [agent]
+manage_agent_boot = ${o.rescue ? 'false' : 'true'}
 require_tls = false
 certificates_path = ${d}/certificates
 command_timeout = 30
@@ -575,13 +583,15 @@ export class IronicHttpError extends Error {
   }
 }
 
-export type ProvisionTarget = 'manage' | 'provide' | 'clean' | 'deploy' | 'active' | 'deleted' | 'abort' | 'inspect' | 'adopt';
+export type ProvisionTarget = 'manage' | 'provide' | 'clean' | 'deploy' | 'active' | 'deleted' | 'abort' | 'inspect' | 'adopt' | 'rescue' | 'unrescue';
 
 export interface CreateNodeOptions {
   name?: string;
   deployInterface?: string;
   /** e.g. `inspector` (the server must run with `inspector: true`); Ironic's default otherwise. */
   inspectInterface?: string;
+  /** e.g. `agent` (the server must run with `rescue: true`). */
+  rescueInterface?: string;
   properties?: Record<string, unknown>;
   driverInfo?: Record<string, unknown>;
 }
@@ -624,6 +634,7 @@ export class IronicApi {
         driver: 'fake-hardware',
         deploy_interface: o.deployInterface ?? 'direct',
         ...(o.inspectInterface ? { inspect_interface: o.inspectInterface } : {}),
+        ...(o.rescueInterface ? { rescue_interface: o.rescueInterface } : {}),
         network_interface: 'noop',
         driver_info: {
           deploy_kernel: 'http://127.0.0.1/ferrum-test-dummy-kernel',
