@@ -255,8 +255,9 @@ env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin NODE_COMPILE_CACHE="$CC
 ' > "$WORK/compile-cache.log" 2>&1 || { cat "$WORK/compile-cache.log" >&2; die "loading the agent's chunks failed"; }
 info "V8 compile cache: $(find "$R$CC" -type f | wc -l) entries, $(human $(( $(du -sk "$R$CC" | cut -f1) * 1024 )))"
 S="$REPO/systemd"
-install -m 0644 "$S/ferrum-agent.service" "$S/ferrum-console-status.service" "$R/etc/systemd/system/"
+install -m 0644 "$S/ferrum-agent.service" "$S/ferrum-console-status.service" "$S/ferrum-rescue.path" "$S/ferrum-rescue.service" "$R/etc/systemd/system/"
 install -m 0755 "$S/wait-bootif" "$R/usr/lib/ferrum/wait-bootif"
+install -m 0755 "$S/rescue-setup" "$R/usr/lib/ferrum/rescue-setup"
 install -m 0644 "$S/console-status.mjs" "$R/usr/lib/ferrum/console-status.mjs"
 mkdir -p "$R/etc/systemd/network" "$R/etc/systemd/system/systemd-networkd-wait-online.service.d" "$R/etc/systemd/journald.conf.d"
 install -m 0644 "$S/50-ferrum-dhcp.network" "$R/etc/systemd/network/"
@@ -274,7 +275,13 @@ printf '# the ramdisk root is the initramfs (tmpfs); nothing to mount\n' > "$R/e
 printf '# loaded at boot for the Ferrum agent\nefivarfs\nipmi_devintf\nipmi_si\nconfigfs\n' > "$R/etc/modules-load.d/ferrum.conf"
 chroot "$R" systemctl set-default multi-user.target >/dev/null 2>&1
 chroot "$R" systemctl enable systemd-networkd.service systemd-networkd-wait-online.service \
-  ferrum-agent.service ferrum-console-status.service >/dev/null 2>&1 || die "systemctl enable failed"
+  ferrum-agent.service ferrum-console-status.service ferrum-rescue.path >/dev/null 2>&1 || die "systemctl enable failed"
+# Rescue mode (ferrum-rescue.service): a "rescue" user with no password until Ironic sends one,
+# and sshd only started then, never during a deploy.
+chroot "$R" useradd --create-home --shell /bin/bash rescue || die "useradd rescue failed"
+chroot "$R" passwd -l rescue >/dev/null
+chroot "$R" systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
+rm -f "$R"/etc/ssh/ssh_host_*
 masked=0
 while IFS= read -r u; do
   u="${u%%#*}"; u="$(echo "$u" | xargs)"; [ -n "$u" ] || continue
@@ -316,7 +323,7 @@ nchecked="$(sed -n 's/^checked //p' "$WORK/ldd.txt")"
 info "ldd: all $nchecked ELF binaries and libraries resolve their libraries"
 TOOLS="node lsblk blkid wipefs blkdiscard partx mkswap dmesg hwclock mount umount chroot sync shred sgdisk sfdisk parted partprobe udevadm
        mkfs mkfs.ext4 mkfs.xfs mkfs.vfat mdir mcopy efibootmgr mdadm hdparm nvme smartctl dmidecode ipmitool lshw lspci ip modprobe
-       journalctl tcpdump xz zstd bzip2 gzip ps df"
+       journalctl tcpdump xz zstd bzip2 gzip ps df usermod ssh-keygen sshd networkctl"
 absent=""
 for t in $TOOLS; do env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin chroot "$R" /bin/sh -c "command -v $t" >/dev/null 2>&1 || absent="$absent $t"; done
 [ -z "$absent" ] || die "tools missing from the ramdisk:$absent"

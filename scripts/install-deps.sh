@@ -30,7 +30,9 @@ if [[ "${1:-}" == "--with-vm" ]]; then
          kmod fdisk mtools dosfstools e2fsprogs zstd coreutils iproute2 debian-archive-keyring
          # the e2e test's iSCSI initiator (user space: this host's kernel has no iscsi_tcp): libiscsi's
          # tools and qemu-io/qemu-img with qemu's iSCSI block driver
-         libiscsi-bin qemu-block-extra qemu-utils)
+         libiscsi-bin qemu-block-extra qemu-utils
+         # the rescue e2e test logs in to the ramdisk's sshd with a password
+         openssh-client sshpass)
 fi
 
 missing=()

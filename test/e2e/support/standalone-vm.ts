@@ -1,5 +1,5 @@
 // A VM running Ferrum's ramdisk in standalone mode (ipa-standalone=1: no conductor, commands need
-// no token), PXE-booted on the test's network, with its agent API (and iSCSI portal) forwarded to
+// no token), PXE-booted on the test's network, with its agent API (and iSCSI portal, and sshd) forwarded to
 // the bridge address so the test process can reach them (see tcp-forward.mjs). For the e2e tests
 // that drive the agent directly, where no Ironic 21.4 flow exists (iSCSI) or to look closer than
 // a conductor does (the UEFI boot loader of a partition image).
@@ -13,6 +13,7 @@ import { serialTail, startVm, type Accel, type Vm } from './vm.js';
 
 export const FORWARDED_AGENT_PORT = 19999;
 export const FORWARDED_ISCSI_PORT = 13260;
+export const FORWARDED_SSH_PORT = 10022;
 
 export function randomMac(): string {
   return ['52', '54', '00', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
@@ -61,7 +62,7 @@ export async function startStandaloneVm(o: {
   const upAfterS = (Date.now() - vm.startedAt) / 1000;
   const vmIp = statusRe.exec(vm.serial())![1]!;
   n.spawnInside(
-    [process.execPath, join(import.meta.dirname, 'tcp-forward.mjs'), '--bind', n.addr, '--to', vmIp, `${FORWARDED_AGENT_PORT}:9999`, `${FORWARDED_ISCSI_PORT}:3260`],
+    [process.execPath, join(import.meta.dirname, 'tcp-forward.mjs'), '--bind', n.addr, '--to', vmIp, `${FORWARDED_AGENT_PORT}:9999`, `${FORWARDED_ISCSI_PORT}:3260`, `${FORWARDED_SSH_PORT}:22`],
     join(o.runDir, `${o.name}-tcp-forward.log`),
   );
   const client = new AgentClient({ url: `http://${n.addr}:${FORWARDED_AGENT_PORT}`, requestTimeoutMs: 300_000 });

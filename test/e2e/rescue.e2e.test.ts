@@ -1,0 +1,89 @@
+// Rescue mode in the ramdisk itself: what happens after rescue.finalize_rescue (the protocol with
+// the real Ironic is test/ironic/rescue.test.ts). A QEMU VM boots Ferrum's ramdisk in standalone
+// mode; the test sends finalize_rescue with a plain password (hashed=false: the agent makes the
+// SHA-512 crypt), and then expects what a tenant gets: the agent's API gone, sshd up (it never
+// runs during a deploy), and a login as "rescue" with that password, and no other.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type { AgentClient } from '../../src/conductor/agent-client.js';
+import { assertCommands, createPxeNetwork, type PxeNetwork } from './support/pxe-network.js';
+import { FORWARDED_SSH_PORT, startStandaloneVm } from './support/standalone-vm.js';
+import { chooseAccel, serialTail, type Vm } from './support/vm.js';
+
+const REPO = resolve(import.meta.dirname, '../..');
+const RAMDISK_DIR = resolve(process.env['FERRUM_RAMDISK_DIR'] ?? join(REPO, 'image-build/out'));
+const PASSWORD = 'ferrum rescue e2e';
+
+let runDir = '';
+let net: PxeNetwork | null = null;
+let vm: Vm | null = null;
+let client: AgentClient | null = null;
+let passed = false;
+
+const log = (line: string) => console.log(`[e2e-rescue ${new Date().toISOString().slice(11, 19)}] ${line}`);
+
+function ssh(addr: string, password: string, command: string): { code: number; out: string } {
+  const res = spawnSync('sshpass', ['-p', password, 'ssh', '-p', String(FORWARDED_SSH_PORT), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
+    '-o', 'ConnectTimeout=20', '-o', 'PreferredAuthentications=password', '-o', 'PubkeyAuthentication=no', `rescue@${addr}`, command], { encoding: 'utf8', timeout: 60_000 });
+  return { code: res.status ?? -1, out: `${res.stdout ?? ''}${res.stderr ?? ''}` };
+}
+
+describe('Ferrum ramdisk: rescue mode after finalize_rescue', () => {
+  beforeAll(async () => {
+    if (process.getuid?.() !== 0) throw new Error('the e2e test must run as root');
+    await assertCommands({ 'qemu-system-x86_64': 'qemu-system-x86', dnsmasq: 'dnsmasq-base', ssh: 'openssh-client', sshpass: 'sshpass' });
+    for (const f of ['kernel', 'initramfs']) {
+      if (!existsSync(join(RAMDISK_DIR, f))) throw new Error(`${join(RAMDISK_DIR, f)} is missing: npm run build:ramdisk`);
+    }
+    runDir = await mkdtemp('/tmp/ferrum-e2e-rescue-');
+    net = await createPxeNetwork({ stateDir: join(runDir, 'net') });
+  }, 600_000);
+
+  afterAll(async () => {
+    await client?.close().catch(() => undefined);
+    await vm?.stop().catch(() => undefined);
+    await net?.destroy().catch(() => undefined);
+    if (runDir) {
+      if (passed && process.env['FERRUM_E2E_KEEP'] !== '1') await rm(runDir, { recursive: true, force: true });
+      else console.log(`e2e run directory kept: ${runDir}`);
+    }
+  }, 120_000);
+
+  test('the agent stops serving, sshd starts, and "rescue" logs in with the password', async () => {
+    const n = net!;
+    const accel = await chooseAccel(join(RAMDISK_DIR, 'kernel'));
+    const disk = join(runDir, 'disk.raw');
+    spawnSync('truncate', ['-s', '5G', disk]);
+    const s = await startStandaloneVm({ net: n, ramdiskDir: RAMDISK_DIR, runDir, name: 'ferrum-rescue', disk, accel: accel.accel });
+    vm = s.vm;
+    client = s.client;
+    log(`agent up in ${s.upAfterS.toFixed(1)} s at ${s.vmIp} (${accel.accel})`);
+    // No sshd during a deploy.
+    expect(ssh(n.addr, PASSWORD, 'true').code).not.toBe(0);
+
+    expect(await client.finalizeRescue(PASSWORD, false)).toBeNull();
+    await sleep(2000);
+    const still = await client.status().then(() => true, () => false);
+    expect(still, "the agent's API still answers after finalize_rescue").toBe(false);
+
+    let login = { code: -1, out: '' };
+    const deadline = Date.now() + 120_000;
+    while (Date.now() < deadline) {
+      login = ssh(n.addr, PASSWORD, 'id -un; cat /etc/hostname');
+      if (login.code === 0) break;
+      await sleep(2000);
+    }
+    log(`ssh rescue@ramdisk: exit ${login.code}: ${login.out.trim().split('\n').slice(-2).join(' | ')}`);
+    if (login.code !== 0) throw new Error(`no rescue login: ${login.out}\n--- serial console\n${serialTail(vm.serial(), 40)}`);
+    expect(login.out).toMatch(/^rescue$/m);
+    expect(login.out).toMatch(/ferrum-ramdisk/);
+    const wrong = ssh(n.addr, 'not the password', 'true');
+    expect(wrong.code).not.toBe(0);
+    expect(vm.serial()).toMatch(/rescue mode: log in as 'rescue'/);
+    passed = true;
+  }, 1_800_000);
+});
