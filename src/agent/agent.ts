@@ -22,6 +22,7 @@ import { logCommands } from './extensions/log.js';
 import { pollCommands } from './extensions/poll.js';
 import { iscsiCommands } from './extensions/iscsi.js';
 import { rescueCommands } from './extensions/rescue.js';
+import { flowCommands } from './extensions/flow.js';
 import { imageCommands } from './extensions/image.js';
 import type { IronicClient } from './ironic-client.js';
 import type { Heartbeater } from './heartbeat.js';
@@ -89,6 +90,7 @@ export class Agent {
       stopServing: (reason) => this.stopServing(reason),
     };
     for (const ext of [cleanCommands, deployCommands, standbyCommands, logCommands, pollCommands, imageCommands, iscsiCommands, rescueCommands]) this.executor.register(ext(this.services));
+    this.executor.register(flowCommands(this.executor));
     this.listener = new ApiListener(
       { executor: this.executor, state: this.state, log: this.log.child({ part: 'api' }), status: () => this.status() },
       config.listenHost,

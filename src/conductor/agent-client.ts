@@ -217,4 +217,8 @@ export class AgentClient {
   startIscsiTarget(params: CommandParams<'iscsi.start_iscsi_target'>) {
     return this.run('iscsi.start_iscsi_target', params);
   }
+
+  startFlow(flow: CommandParams<'flow.start_flow'>['flow'], opts?: RunOptions) {
+    return this.run('flow.start_flow', { flow }, opts);
+  }
 }
