@@ -23,9 +23,17 @@ export const DIRECT_ALIGN = 4096;
 /** Written (never modified) for zero ranges on devices that were not zeroed out beforehand. */
 const ZERO_WRITE = Buffer.alloc(MAX_WRITE);
 
-/** Allocates `size` bytes whose address suits O_DIRECT on `fd`, or null when none can be found. */
+/** `size` bytes of shared memory: a hash worker can read them where they are (no copy). */
+export function allocateShared(size: number): Buffer {
+  return Buffer.from(new SharedArrayBuffer(size));
+}
+
+/**
+ * Allocates `size` bytes whose address suits O_DIRECT on `fd`, or null when none can be found.
+ * Shared memory, like allocateShared.
+ */
 export function allocateAligned(fd: number, size: number): Buffer | null {
-  const raw = Buffer.allocUnsafeSlow(size + DIRECT_ALIGN);
+  const raw = allocateShared(size + DIRECT_ALIGN);
   for (let k = 0; k < DIRECT_ALIGN; k += 8) {
     try {
       readSync(fd, raw, k, DIRECT_ALIGN, 0);
@@ -53,7 +61,7 @@ export class BufferPool {
     for (let i = 0; i < count; i++) {
       const b = allocate();
       if (!b) aligned = false;
-      this.free.push(b ?? Buffer.allocUnsafeSlow(MAX_WRITE));
+      this.free.push(b ?? allocateShared(MAX_WRITE));
     }
     this.aligned = aligned && count > 0;
   }

@@ -2,12 +2,19 @@
 // the main thread; here the main thread only copies each chunk into one of a few shared 4 MiB
 // slots, and a worker hashes the slots in order on another core. A full set of busy slots makes
 // update() wait: that is the back-pressure that keeps memory bounded when hashing is the bottleneck.
+// Bytes that already sit in shared memory (the device writer's buffers, for raw images) are hashed
+// where they are with updateShared(): no copy at all.
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 
 export interface StreamDigest {
   /** Adds bytes; returns a promise only when the caller must wait for a free slot. */
   update(chunk: Buffer): void | Promise<void>;
+  /**
+   * Adds the bytes of a buffer in shared memory without copying them; resolves once they are
+   * hashed (the caller must not change them before). Ordered with update().
+   */
+  updateShared(view: Buffer): Promise<void>;
   /** Hex digest of everything added. */
   digest(): Promise<string>;
 }
@@ -26,6 +33,11 @@ parentPort.on('message', (m) => {
     parentPort.postMessage({ digest: hash.digest('hex') });
     return;
   }
+  if (m.shared) {
+    hash.update(new Uint8Array(m.shared, m.offset, m.length));
+    parentPort.postMessage({ sharedDone: m.id });
+    return;
+  }
   hash.update(slots[m.slot].subarray(0, m.length));
   parentPort.postMessage({ slot: m.slot });
 });
@@ -40,6 +52,8 @@ class WorkerDigest implements StreamDigest {
   private fill = 0;
   private result: ((hex: string) => void) | null = null;
   private failure: Error | null = null;
+  private sharedId = 0;
+  private readonly sharedPending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
 
   constructor(algorithm: string) {
     const sabs = Array.from({ length: SLOTS }, () => new SharedArrayBuffer(SLOT_BYTES));
@@ -47,7 +61,12 @@ class WorkerDigest implements StreamDigest {
     this.free = sabs.map((_, i) => i);
     this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { algorithm, slots: sabs } });
     this.worker.unref();
-    this.worker.on('message', (m: { slot?: number; digest?: string }) => {
+    this.worker.on('message', (m: { slot?: number; digest?: string; sharedDone?: number }) => {
+      if (m.sharedDone !== undefined) {
+        this.sharedPending.get(m.sharedDone)?.resolve();
+        this.sharedPending.delete(m.sharedDone);
+        return;
+      }
       if (m.digest !== undefined) {
         this.result?.(m.digest);
         void this.worker.terminate();
@@ -59,6 +78,8 @@ class WorkerDigest implements StreamDigest {
     this.worker.on('error', (err) => {
       this.failure = err;
       for (const w of this.waiters.splice(0)) w();
+      for (const p of this.sharedPending.values()) p.reject(err);
+      this.sharedPending.clear();
     });
   }
 
@@ -97,6 +118,21 @@ class WorkerDigest implements StreamDigest {
     })();
   }
 
+  updateShared(view: Buffer): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (!(view.buffer instanceof SharedArrayBuffer)) {
+      // Not shared memory: copy it through the slots (still in order).
+      const wait = this.update(view);
+      return wait ?? Promise.resolve();
+    }
+    this.post(); // bytes already in a slot go first
+    const id = ++this.sharedId;
+    return new Promise<void>((resolve, reject) => {
+      this.sharedPending.set(id, { resolve, reject });
+      this.worker.postMessage({ shared: view.buffer, offset: view.byteOffset, length: view.length, id });
+    });
+  }
+
   digest(): Promise<string> {
     if (this.failure) return Promise.reject(this.failure);
     this.post();
@@ -115,6 +151,9 @@ class InlineDigest implements StreamDigest {
   }
   update(chunk: Buffer): void {
     this.hash.update(chunk);
+  }
+  async updateShared(view: Buffer): Promise<void> {
+    this.hash.update(view);
   }
   async digest(): Promise<string> {
     return this.hash.digest('hex');

@@ -49,12 +49,53 @@ export interface StreamResult {
   downloaded: number;
 }
 
-async function* hashed(source: AsyncIterable<Buffer>, hash: StreamDigest, progress: ImageProgress): AsyncGenerator<Buffer> {
-  for await (const chunk of source) {
-    const wait = hash.update(chunk);
-    if (wait) await wait;
-    progress.add(chunk.length);
-    yield chunk;
+/**
+ * Hashes the bytes as served, in order. Once `handOver()` is called the tap stops: whoever takes
+ * over (sharedHashing, for raw images) hashes from byte `hashed` on.
+ */
+class HashTap {
+  hashed = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly hash: StreamDigest,
+    private readonly progress: ImageProgress,
+  ) {}
+
+  async *pipe(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    for await (const chunk of source) {
+      if (!this.stopped) {
+        const wait = this.hash.update(chunk);
+        if (wait) await wait;
+        this.hashed += chunk.length;
+      }
+      this.progress.add(chunk.length);
+      yield chunk;
+    }
+  }
+
+  handOver(): number {
+    this.stopped = true;
+    return this.hashed;
+  }
+}
+
+/**
+ * Raw, uncompressed images: the stream's bytes are the image's, and each lands in a shared pool
+ * buffer anyway. The hash worker reads them there (no second copy of every byte); a buffer goes
+ * back to the pool only once it is both written and hashed, which keeps the back-pressure.
+ */
+async function* sharedHashing(ops: AsyncIterable<WriteOp>, hash: StreamDigest, alreadyHashed: number): AsyncGenerator<WriteOp> {
+  for await (const op of ops) {
+    if (op.kind !== 'data' || op.offset + op.data.length <= alreadyHashed) {
+      yield op;
+      continue;
+    }
+    const from = Math.max(0, alreadyHashed - op.offset);
+    const hashed = hash.updateShared(from === 0 ? op.data : op.data.subarray(from));
+    hashed.catch(() => undefined); // a worker failure surfaces in digest()
+    const release = op.release;
+    yield { ...op, release: release ? () => void hashed.then(release, release) : undefined };
   }
 }
 
@@ -82,9 +123,10 @@ function deferredSpill(o: StreamOptions, virtualSize: () => number | null): Spil
 }
 
 export async function streamImageToDevice(o: StreamOptions): Promise<StreamResult> {
-  const source = hashed(downloadImage(o.download), o.hash, o.progress);
+  const tap = new HashTap(o.hash, o.progress);
+  const source = tap.pipe(downloadImage(o.download));
   try {
-    return await streamFrom(source, o);
+    return await streamFrom(source, tap, o);
   } finally {
     // On failure (a refused format, a write error) the download is closed now, not when its stall
     // watchdog fires; after success this is a no-op. Not awaited: closing may wait for a read.
@@ -92,7 +134,7 @@ export async function streamImageToDevice(o: StreamOptions): Promise<StreamResul
   }
 }
 
-async function streamFrom(source: AsyncGenerator<Buffer>, o: StreamOptions): Promise<StreamResult> {
+async function streamFrom(source: AsyncGenerator<Buffer>, tap: HashTap, o: StreamOptions): Promise<StreamResult> {
   const { stream: plain, compression } = await decompressing(source);
   const { head, stream } = await peek(plain, 4);
   const format = detectFormat(head);
@@ -113,6 +155,8 @@ async function streamFrom(source: AsyncGenerator<Buffer>, o: StreamOptions): Pro
     // Small ops: the writer copies them into its own aligned buffers anyway, and big short-lived
     // buffers are what drives the agent's peak memory (V8 collects external memory late).
     ops = readQcow2(stream, { spill: deferredSpill(o, () => virtualSize), log: o.log, maxOpBytes: 1024 * 1024 });
+  } else if (compression === null) {
+    ops = sharedHashing(rawOps(stream, writer.pool), o.hash, tap.handOver());
   } else {
     ops = rawOps(stream, writer.pool);
   }
