@@ -18,29 +18,20 @@
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { closeSync, existsSync, openSync, readSync, writeSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { AgentClient, AgentHttpError } from '../../src/conductor/agent-client.js';
+import { AgentHttpError } from '../../src/conductor/agent-client.js';
 import { sh } from '../helpers/loop-device.js';
-import { assertCommands, createPxeNetwork, type PxeNetwork } from './support/pxe-network.js';
-import { chooseAccel, serialTail, type Vm } from './support/vm.js';
-import { FORWARDED_ISCSI_PORT, startStandaloneVm } from './support/standalone-vm.js';
+import { chooseAccel } from './support/vm.js';
+import { FORWARDED_ISCSI_PORT, RAMDISK_DIR, StandaloneRun } from './support/standalone-vm.js';
 
-const REPO = resolve(import.meta.dirname, '../..');
-const RAMDISK_DIR = resolve(process.env['FERRUM_RAMDISK_DIR'] ?? join(REPO, 'image-build/out'));
 const DISK_BYTES = 5 * 2 ** 30; // the agent's install disk must be >= 4 GiB
 const READ_AT = 2 * 2 ** 30; // a pattern the test puts there before boot
 const WRITE_AT = 3 * 2 ** 30; // a pattern written over iSCSI
 const PATTERN_BYTES = 1 << 20;
 const QEMU_ISCSI_DRIVER = '/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so';
 
-let runDir = '';
-let net: PxeNetwork | null = null;
-let vm: Vm | null = null;
-let client: AgentClient | null = null;
-let passed = false;
-
+const run = new StandaloneRun('iscsi', { 'iscsi-inq': 'libiscsi-bin', 'iscsi-readcapacity16': 'libiscsi-bin', 'qemu-io': 'qemu-utils', sgdisk: 'gdisk' });
 const log = (line: string) => console.log(`[e2e-iscsi ${new Date().toISOString().slice(11, 19)}] ${line}`);
 
 function readAt(file: string, offset: number, length: number): Buffer {
@@ -65,10 +56,6 @@ function fill(file: string, offset: number, byte: number, length: number): void 
 
 const allBytes = (buf: Buffer, byte: number) => buf.every((b) => b === byte);
 
-function diagnostics(): string {
-  return [`run directory (kept): ${runDir}`, vm ? `--- serial console (last lines)\n${serialTail(vm.serial(), 40)}` : ''].join('\n');
-}
-
 async function tool(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
   const res = await sh(cmd, args);
   return { code: res.code, out: `${res.stdout}${res.stderr}` };
@@ -76,42 +63,26 @@ async function tool(cmd: string, args: string[]): Promise<{ code: number; out: s
 
 describe('Ferrum ramdisk: a disk exported over iSCSI (Linux-IO) from a VM', () => {
   beforeAll(async () => {
-    if (process.getuid?.() !== 0) throw new Error('the e2e test must run as root');
-    await assertCommands({ 'qemu-system-x86_64': 'qemu-system-x86', dnsmasq: 'dnsmasq-base', 'iscsi-inq': 'libiscsi-bin', 'iscsi-readcapacity16': 'libiscsi-bin', 'qemu-io': 'qemu-utils', sgdisk: 'gdisk' });
     if (!existsSync(QEMU_ISCSI_DRIVER)) throw new Error(`${QEMU_ISCSI_DRIVER} is missing: install qemu-block-extra (scripts/install-deps.sh --with-vm)`);
-    for (const f of ['kernel', 'initramfs']) {
-      if (!existsSync(join(RAMDISK_DIR, f))) throw new Error(`${join(RAMDISK_DIR, f)} is missing: npm run build:ramdisk`);
-    }
-    runDir = await mkdtemp('/tmp/ferrum-e2e-iscsi-');
-    net = await createPxeNetwork({ stateDir: join(runDir, 'net') });
+    await run.setUp();
   }, 600_000);
-
-  afterAll(async () => {
-    await client?.close().catch(() => undefined);
-    await vm?.stop().catch(() => undefined);
-    await net?.destroy().catch(() => undefined);
-    if (runDir) {
-      if (passed && process.env['FERRUM_E2E_KEEP'] !== '1') await rm(runDir, { recursive: true, force: true });
-      else console.log(`e2e run directory kept: ${runDir}`);
-    }
-  }, 120_000);
+  afterAll(() => run.tearDown(), 120_000);
 
   test('start_iscsi_target exports the install disk as LUN 1; reads and writes reach the disk; install_bootloader removes it', async () => {
-    const n = net!;
+    const n = run.net!;
     const accel = await chooseAccel(join(RAMDISK_DIR, 'kernel'));
     log(`accelerator: ${accel.accel} (${accel.reason})`);
 
     // The disk: a GPT (which wipe_disk_metadata must remove) and a known pattern at 2 GiB.
-    const disk = join(runDir, 'disk.raw');
+    const disk = join(run.runDir, 'disk.raw');
     execFileSync('truncate', ['-s', String(DISK_BYTES), disk]);
     execFileSync('sgdisk', ['-n', '1:0:+100M', '-t', '1:8300', disk], { stdio: 'ignore' });
     fill(disk, READ_AT, 0x5a, PATTERN_BYTES);
     expect(allBytes(readAt(disk, 512, 512), 0), 'the test disk has a GPT header before boot').toBe(false);
 
-    const started0 = await startStandaloneVm({ net: n, ramdiskDir: RAMDISK_DIR, runDir, name: 'ferrum-iscsi', disk, accel: accel.accel });
-    vm = started0.vm;
-    client = started0.client;
-    log(`agent up in ${started0.upAfterS.toFixed(1)} s at ${started0.vmIp}`);
+    const s = await run.boot(disk, accel.accel);
+    const client = s.client;
+    log(`agent up in ${s.upAfterS.toFixed(1)} s at ${s.vmIp}`);
 
     // A bad IQN is refused before anything happens.
     const bad = await client.execute('iscsi.start_iscsi_target', { iqn: 'not an iqn' }, { wait: true }).catch((e: unknown) => e);
@@ -168,6 +139,6 @@ describe('Ferrum ramdisk: a disk exported over iSCSI (Linux-IO) from a VM', () =
     expect(second.iscsi_target_iqn).toMatch(/^iqn\.2008-10\.org\.openstack:[0-9a-f-]{36}$/);
     const inq2 = await tool('iscsi-inq', [`iscsi://${n.addr}:${FORWARDED_ISCSI_PORT}/${second.iscsi_target_iqn}/1`]);
     expect(inq2.code, inq2.out).toBe(0);
-    passed = true;
+    run.passed = true;
   }, 1_800_000);
 });

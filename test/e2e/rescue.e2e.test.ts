@@ -4,25 +4,15 @@
 // SHA-512 crypt), and then expects what a tenant gets: the agent's API gone, sshd up (it never
 // runs during a deploy), and a login as "rescue" with that password, and no other.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { AgentClient } from '../../src/conductor/agent-client.js';
-import { assertCommands, createPxeNetwork, type PxeNetwork } from './support/pxe-network.js';
-import { FORWARDED_SSH_PORT, startStandaloneVm } from './support/standalone-vm.js';
-import { chooseAccel, serialTail, type Vm } from './support/vm.js';
+import { FORWARDED_SSH_PORT, RAMDISK_DIR, StandaloneRun } from './support/standalone-vm.js';
+import { chooseAccel, serialTail } from './support/vm.js';
 
-const REPO = resolve(import.meta.dirname, '../..');
-const RAMDISK_DIR = resolve(process.env['FERRUM_RAMDISK_DIR'] ?? join(REPO, 'image-build/out'));
 const PASSWORD = 'ferrum rescue e2e';
 
-let runDir = '';
-let net: PxeNetwork | null = null;
-let vm: Vm | null = null;
-let client: AgentClient | null = null;
-let passed = false;
+const run = new StandaloneRun('rescue', { ssh: 'openssh-client', sshpass: 'sshpass' });
 
 const log = (line: string) => console.log(`[e2e-rescue ${new Date().toISOString().slice(11, 19)}] ${line}`);
 
@@ -33,34 +23,16 @@ function ssh(addr: string, password: string, command: string): { code: number; o
 }
 
 describe('Ferrum ramdisk: rescue mode after finalize_rescue', () => {
-  beforeAll(async () => {
-    if (process.getuid?.() !== 0) throw new Error('the e2e test must run as root');
-    await assertCommands({ 'qemu-system-x86_64': 'qemu-system-x86', dnsmasq: 'dnsmasq-base', ssh: 'openssh-client', sshpass: 'sshpass' });
-    for (const f of ['kernel', 'initramfs']) {
-      if (!existsSync(join(RAMDISK_DIR, f))) throw new Error(`${join(RAMDISK_DIR, f)} is missing: npm run build:ramdisk`);
-    }
-    runDir = await mkdtemp('/tmp/ferrum-e2e-rescue-');
-    net = await createPxeNetwork({ stateDir: join(runDir, 'net') });
-  }, 600_000);
-
-  afterAll(async () => {
-    await client?.close().catch(() => undefined);
-    await vm?.stop().catch(() => undefined);
-    await net?.destroy().catch(() => undefined);
-    if (runDir) {
-      if (passed && process.env['FERRUM_E2E_KEEP'] !== '1') await rm(runDir, { recursive: true, force: true });
-      else console.log(`e2e run directory kept: ${runDir}`);
-    }
-  }, 120_000);
+  beforeAll(() => run.setUp(), 600_000);
+  afterAll(() => run.tearDown(), 120_000);
 
   test('the agent stops serving, sshd starts, and "rescue" logs in with the password', async () => {
-    const n = net!;
+    const n = run.net!;
     const accel = await chooseAccel(join(RAMDISK_DIR, 'kernel'));
-    const disk = join(runDir, 'disk.raw');
+    const disk = join(run.runDir, 'disk.raw');
     spawnSync('truncate', ['-s', '5G', disk]);
-    const s = await startStandaloneVm({ net: n, ramdiskDir: RAMDISK_DIR, runDir, name: 'ferrum-rescue', disk, accel: accel.accel });
-    vm = s.vm;
-    client = s.client;
+    const s = await run.boot(disk, accel.accel);
+    const { client, vm } = s;
     log(`agent up in ${s.upAfterS.toFixed(1)} s at ${s.vmIp} (${accel.accel})`);
     // No sshd during a deploy.
     expect(ssh(n.addr, PASSWORD, 'true').code).not.toBe(0);
@@ -84,6 +56,6 @@ describe('Ferrum ramdisk: rescue mode after finalize_rescue', () => {
     const wrong = ssh(n.addr, 'not the password', 'true');
     expect(wrong.code).not.toBe(0);
     expect(vm.serial()).toMatch(/rescue mode: log in as 'rescue'/);
-    passed = true;
+    run.passed = true;
   }, 1_800_000);
 });

@@ -7,75 +7,47 @@
 // from the disk file with mtools and the NVRAM from the VM's OVMF variable store, and boots the
 // VM from its disk through that NVRAM until the deployed OS prints its marker.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { mkdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { AgentClient } from '../../src/conductor/agent-client.js';
 import type { ImageInfo } from '../../src/protocol/image-info.js';
 import { PARTITION_OS_MARKER, partitionImage, type PartitionImage } from './support/partition-image.js';
-import { assertCommands, createPxeNetwork, type PxeNetwork } from './support/pxe-network.js';
-import { startStandaloneVm } from './support/standalone-vm.js';
-import { chooseAccel, serialTail, startVm, type AccelChoice, type Vm } from './support/vm.js';
+import { RAMDISK_DIR, StandaloneRun } from './support/standalone-vm.js';
+import { chooseAccel, startVm, type AccelChoice } from './support/vm.js';
 
-const REPO = resolve(import.meta.dirname, '../..');
-const RAMDISK_DIR = resolve(process.env['FERRUM_RAMDISK_DIR'] ?? join(REPO, 'image-build/out'));
 const DISK_GIB = 6;
 const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
 
-let runDir = '';
-let net: PxeNetwork | null = null;
-let vm: Vm | null = null;
-let client: AgentClient | null = null;
+const run = new StandaloneRun('uefi', { mmdebstrap: 'mmdebstrap', mdir: 'mtools', sfdisk: 'fdisk', 'qemu-img': 'qemu-utils', 'mkfs.ext4': 'e2fsprogs' });
 let image: PartitionImage | null = null;
 let accel: AccelChoice | null = null;
-let passed = false;
 
 const log = (line: string) => console.log(`[e2e-uefi ${new Date().toISOString().slice(11, 19)}] ${line}`);
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-function diagnostics(): string {
-  return [`run directory (kept): ${runDir}`, vm ? `--- serial console (last lines)\n${serialTail(vm.serial(), 50)}` : ''].join('\n');
-}
+const diagnostics = () => run.diagnostics();
 
 describe('Ferrum ramdisk: UEFI GRUB for a partition image, in a VM with OVMF', () => {
   beforeAll(async () => {
-    if (process.getuid?.() !== 0) throw new Error('the e2e test must run as root');
-    await assertCommands({ 'qemu-system-x86_64': 'qemu-system-x86', dnsmasq: 'dnsmasq-base', mmdebstrap: 'mmdebstrap', mdir: 'mtools', sfdisk: 'fdisk', 'qemu-img': 'qemu-utils', 'mkfs.ext4': 'e2fsprogs' });
-    for (const f of ['kernel', 'initramfs']) {
-      if (!existsSync(join(RAMDISK_DIR, f))) throw new Error(`${join(RAMDISK_DIR, f)} is missing: npm run build:ramdisk`);
-    }
-    runDir = await mkdtemp('/tmp/ferrum-e2e-uefi-');
-    const [a, img, n] = await Promise.allSettled([chooseAccel(join(RAMDISK_DIR, 'kernel')), partitionImage(log), createPxeNetwork({ stateDir: join(runDir, 'net') })]);
-    if (n.status === 'fulfilled') net = n.value;
-    for (const r of [a, img, n]) if (r.status === 'rejected') throw r.reason;
+    const [a, img, r] = await Promise.allSettled([chooseAccel(join(RAMDISK_DIR, 'kernel')), partitionImage(log), run.setUp()]);
+    for (const x of [a, img, r]) if (x.status === 'rejected') throw x.reason;
     accel = (a as PromiseFulfilledResult<AccelChoice>).value;
     image = (img as PromiseFulfilledResult<PartitionImage>).value;
     log(`accelerator: ${accel.accel} (${accel.reason}); partition image ${image.path} (${(image.bytes / 1e6).toFixed(0)} MB qcow2${image.builtSeconds ? `, built in ${image.builtSeconds.toFixed(0)} s` : ', cached'})`);
   }, 1_800_000);
-
-  afterAll(async () => {
-    await client?.close().catch(() => undefined);
-    await vm?.stop().catch(() => undefined);
-    await net?.destroy().catch(() => undefined);
-    if (runDir) {
-      if (passed && process.env['FERRUM_E2E_KEEP'] !== '1') await rm(runDir, { recursive: true, force: true });
-      else console.log(`e2e run directory kept: ${runDir}`);
-    }
-  }, 120_000);
+  afterAll(() => run.tearDown(), 120_000);
 
   test('prepare_image (partition, gpt, uefi) + install_bootloader: GRUB in the ESP, an NVRAM entry, and the OS boots from disk', async () => {
-    const n = net!;
+    const n = run.net!;
     const img = image!;
-    const disk = join(runDir, 'disk.raw');
+    const disk = join(run.runDir, 'disk.raw');
     execFileSync('truncate', ['-s', `${DISK_GIB}G`, disk]);
     mkdirSync(join(n.httpRoot, 'images'), { recursive: true });
     symlinkSync(img.path, join(n.httpRoot, 'images/root.qcow2'));
 
-    const s = await startStandaloneVm({ net: n, ramdiskDir: RAMDISK_DIR, runDir, name: 'ferrum-uefi', disk, accel: accel!.accel });
-    vm = s.vm;
-    client = s.client;
-    const varsFile = join(runDir, 'ferrum-uefi-OVMF_VARS.fd');
+    const s = await run.boot(disk, accel!.accel);
+    const client = s.client;
+    const varsFile = join(run.runDir, 'ferrum-uefi-OVMF_VARS.fd');
     log(`agent up in ${s.upAfterS.toFixed(1)} s at ${s.vmIp}`);
 
     // What Ironic 21.4 sends for a partition image in UEFI mode (agent-protocol.md §7).
@@ -122,10 +94,7 @@ describe('Ferrum ramdisk: UEFI GRUB for a partition image, in a VM with OVMF', (
     });
     log(`install_bootloader in ${secs(Date.now() - t1)}`);
     await client.sync();
-    await client.close();
-    client = null;
-    await vm.stop();
-    vm = null;
+    await run.vm!.stop();
 
     // The ESP, read from the disk file: GRUB under its distributor's name and at the fallback path.
     const table = JSON.parse(execFileSync('sfdisk', ['--json', disk], { encoding: 'utf8' })) as { partitiontable: { label: string; sectorsize?: number; partitions: Array<{ start: number; type: string; uuid?: string }> } };
@@ -146,8 +115,8 @@ describe('Ferrum ramdisk: UEFI GRUB for a partition image, in a VM with OVMF', (
 
     // Power on from disk: no PXE ROM, no boot order from QEMU, OVMF follows its NVRAM.
     const tap = await n.addTap('tap-uefi2');
-    vm = startVm({ name: 'ferrum-uefi-disk', mac: s.mac, net: n, tap, disk, varsFile, accel: accel!.accel, memMiB: 1024, boot: 'nvram',
-      serialLog: join(runDir, 'serial-disk.log'), qemuLog: join(runDir, 'qemu-disk.log') });
+    const vm = (run.vm = startVm({ name: 'ferrum-uefi-disk', mac: s.mac, net: n, tap, disk, varsFile, accel: accel!.accel, memMiB: 1024, boot: 'nvram',
+      serialLog: join(run.runDir, 'serial-disk.log'), qemuLog: join(run.runDir, 'qemu-disk.log') }));
     const markerRe = new RegExp(`${PARTITION_OS_MARKER} root=(\\S+)`);
     const at = await vm.waitForSerial(markerRe, 600_000).catch((err: Error) => {
       throw new Error(`${err.message}\n${diagnostics()}`);
@@ -159,6 +128,6 @@ describe('Ferrum ramdisk: UEFI GRUB for a partition image, in a VM with OVMF', (
     expect(serial).toMatch(/GRUB|grub/);
     if (bootEntry.startsWith('Boot')) expect(bootEntry).toMatch(/"debian"/);
     await vm.exited;
-    passed = true;
+    run.passed = true;
   }, 3_600_000);
 });

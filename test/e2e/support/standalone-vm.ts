@@ -5,10 +5,11 @@
 // a conductor does (the UEFI boot loader of a partition image).
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, symlinkSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentClient } from '../../../src/conductor/agent-client.js';
-import type { PxeNetwork } from './pxe-network.js';
+import { assertCommands, createPxeNetwork, type PxeNetwork } from './pxe-network.js';
 import { serialTail, startVm, type Accel, type Vm } from './vm.js';
 
 export const FORWARDED_AGENT_PORT = 19999;
@@ -71,4 +72,55 @@ export async function startStandaloneVm(o: {
     await sleep(200);
   }
   return { vm, mac, vmIp, client, upAfterS };
+}
+
+export const RAMDISK_DIR = resolve(process.env['FERRUM_RAMDISK_DIR'] ?? join(import.meta.dirname, '../../../image-build/out'));
+
+/**
+ * The frame of a standalone-VM test file: what it needs checked up front (root, commands, the
+ * built ramdisk; never a silent skip), a run directory, the network, and the cleanup that keeps
+ * the run directory when the test failed (or FERRUM_E2E_KEEP=1).
+ */
+export class StandaloneRun {
+  runDir = '';
+  net: PxeNetwork | null = null;
+  vm: Vm | null = null;
+  client: AgentClient | null = null;
+  passed = false;
+
+  constructor(
+    private readonly name: string,
+    private readonly commands: Record<string, string>,
+  ) {}
+
+  async setUp(): Promise<void> {
+    if (process.getuid?.() !== 0) throw new Error('the e2e test must run as root');
+    await assertCommands({ 'qemu-system-x86_64': 'qemu-system-x86', dnsmasq: 'dnsmasq-base', ...this.commands });
+    for (const f of ['kernel', 'initramfs']) {
+      if (!existsSync(join(RAMDISK_DIR, f))) throw new Error(`${join(RAMDISK_DIR, f)} is missing: npm run build:ramdisk`);
+    }
+    this.runDir = await mkdtemp(`/tmp/ferrum-e2e-${this.name}-`);
+    this.net = await createPxeNetwork({ stateDir: join(this.runDir, 'net') });
+  }
+
+  /** Boots the ramdisk VM on this run's network; its VM and client are stopped by tearDown(). */
+  async boot(disk: string, accel: Accel): Promise<StandaloneVm> {
+    const s = await startStandaloneVm({ net: this.net!, ramdiskDir: RAMDISK_DIR, runDir: this.runDir, name: `ferrum-${this.name}`, disk, accel });
+    this.vm = s.vm;
+    this.client = s.client;
+    return s;
+  }
+
+  async tearDown(): Promise<void> {
+    await this.client?.close().catch(() => undefined);
+    await this.vm?.stop().catch(() => undefined);
+    await this.net?.destroy().catch(() => undefined);
+    if (!this.runDir) return;
+    if (this.passed && process.env['FERRUM_E2E_KEEP'] !== '1') await rm(this.runDir, { recursive: true, force: true });
+    else console.log(`e2e run directory kept: ${this.runDir}`);
+  }
+
+  diagnostics(): string {
+    return [`run directory (kept): ${this.runDir}`, this.vm ? `--- serial console (last lines)\n${serialTail(this.vm.serial(), 50)}` : ''].join('\n');
+  }
 }
