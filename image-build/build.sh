@@ -281,7 +281,9 @@ chroot "$R" systemctl enable systemd-networkd.service systemd-networkd-wait-onli
 chroot "$R" useradd --create-home --shell /bin/bash rescue || die "useradd rescue failed"
 chroot "$R" passwd -l rescue >/dev/null
 chroot "$R" systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
-rm -f "$R"/etc/ssh/ssh_host_*
+rm -f "$R/etc/systemd/system/multi-user.target.wants/ssh.service" "$R/etc/systemd/system/sshd.service" \
+  "$R/etc/systemd/system/sockets.target.wants/ssh.socket" "$R"/etc/ssh/ssh_host_*
+if find "$R/etc/systemd/system" -name 'ssh*' | grep -q .; then die "sshd is still enabled at boot: $(find "$R/etc/systemd/system" -name 'ssh*' | tr '\n' ' ')"; fi
 masked=0
 while IFS= read -r u; do
   u="${u%%#*}"; u="$(echo "$u" | xargs)"; [ -n "$u" ] || continue

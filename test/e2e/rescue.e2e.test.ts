@@ -34,8 +34,10 @@ describe('Ferrum ramdisk: rescue mode after finalize_rescue', () => {
     const s = await run.boot(disk, accel.accel);
     const { client, vm } = s;
     log(`agent up in ${s.upAfterS.toFixed(1)} s at ${s.vmIp} (${accel.accel})`);
-    // No sshd during a deploy.
+    // No sshd during a deploy: not started at boot (nor failing to start there, which would
+    // also use up its start limit before rescue needs it).
     expect(ssh(n.addr, PASSWORD, 'true').code).not.toBe(0);
+    expect(vm.serial()).not.toMatch(/ssh\.servic|Secure Shell server/);
 
     expect(await client.finalizeRescue(PASSWORD, false)).toBeNull();
     await sleep(2000);
