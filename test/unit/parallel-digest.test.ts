@@ -29,6 +29,20 @@ describe('parallel digest', () => {
     }
   });
 
+  it('hashes only the bytes of a view, across the switch from copied messages to slots', async () => {
+    const backing = randomBytes(8 << 20);
+    // 64 KiB views into a bigger buffer, as network chunks are: 48 of them pass the first-MiB limit.
+    const chunks = Array.from({ length: 48 }, (_, i) => backing.subarray(i * 70_000 + 3, i * 70_000 + 3 + 65_536));
+    const d = parallelDigest('sha256');
+    for (const c of chunks) {
+      const w = d.update(c);
+      if (w) await w;
+    }
+    const tail = shared(randomBytes(1 << 20));
+    await d.updateShared(tail);
+    expect(await d.digest()).toBe(createHash('sha256').update(Buffer.concat([...chunks, tail])).digest('hex'));
+  });
+
   it('updateShared of ordinary memory still hashes (copied through the slots)', async () => {
     const data = randomBytes(9 << 20);
     const d = parallelDigest('sha512');

@@ -1,5 +1,6 @@
-// When the agent may pre-zero a disk and skip the image's zero blocks: a discard only where the
-// device documents zeros afterwards (NVMe DLFEAT), else an offloaded WRITE ZEROES.
+// When the agent may pre-zero a disk and skip the image's zero blocks: a discard where the device
+// documents zeros afterwards (NVMe DLFEAT first; a loop device, whose discard punches a hole, after
+// an offloaded WRITE ZEROES), else an offloaded WRITE ZEROES.
 // The sysfs trees are shaped as the kernel lays them out; `nvme id-ns` answers in nvme-cli 2.x's
 // JSON. The real effect on a loop device is covered by test/integration/image-faults and the bench.
 import { describe, expect, it } from 'vitest';
@@ -37,11 +38,38 @@ describe('NVMe DLFEAT', () => {
 });
 
 describe('pre-zeroing a target', () => {
-  it('zeroes a loop device out instead of discarding it (a discard would free the pages of a tmpfs-backed file)', async () => {
+  it('zeroes a loop device out when it can (a discard would free the pages of a tmpfs-backed file)', async () => {
     const host = new DiskHost(queue('loop3', 4 << 20, 4 << 20), () => ok(''));
-    expect(await discardZeroesBecause(host, '/dev/loop3')).toBeNull();
+    expect(await discardZeroesBecause(host, '/dev/loop3')).toEqual({ because: expect.stringMatching(/punches a hole/), preferred: false });
     expect(await zeroOutIfCheap(host, '/dev/loop3', 1 << 30, log)).toBe(true);
     expect(host.commands.map((c) => c.args[0])).toEqual(['--zeroout', '--zeroout']); // the probe, then the span
+  });
+
+  it('discards a loop device whose backing file cannot zero ranges (tmpfs: no WRITE ZEROES)', async () => {
+    const host = new DiskHost(queue('loop4', 4 << 20, 0), () => ok(''));
+    expect(await zeroOutIfCheap(host, '/dev/loop4', 1 << 30, log)).toBe(true);
+    expect(host.commands.map((c) => [c.cmd, ...c.args])).toEqual([['blkdiscard', '--offset', '0', '--length', String(1 << 30), '/dev/loop4']]);
+
+    // No discard either (a backing file system without hole punching): every block is written.
+    const none = new DiskHost(queue('loop5', 0, 0), () => ok(''));
+    expect(await zeroOutIfCheap(none, '/dev/loop5', 1 << 30, log)).toBe(false);
+    expect(none.commands).toEqual([]);
+  });
+
+  it('discards a loop device when its zero-out is not offloaded (a throttled or slow backing disk)', async () => {
+    const t = { now: 0 };
+    const host = new DiskHost(queue('loop6', 4 << 20, 4 << 20), (cmd, args) => {
+      if (args.includes('--zeroout')) t.now += 1000; // 256 MiB in a second: written, not offloaded
+      return ok('');
+    });
+    const realNow = performance.now.bind(performance);
+    performance.now = () => realNow() + t.now;
+    try {
+      expect(await zeroOutIfCheap(host, '/dev/loop6', 1 << 30, log)).toBe(true);
+    } finally {
+      performance.now = realNow;
+    }
+    expect(host.commands.map((c) => c.args[0])).toEqual(['--zeroout', '--offset']); // the probe, then a discard
   });
 
   it('discards an NVMe namespace whose DLFEAT promises zeros; one that does not gets the zero-out probe', async () => {

@@ -169,21 +169,33 @@ export class DeviceWriter {
 
   private staged: { buf: Buffer; start: number; fill: number } | null = null;
 
+  /** True when adjacent small data ops are gathered into aligned pool buffers (no need to join them first). */
+  get gathers(): boolean {
+    return this.pool.aligned && !!this.o.direct;
+  }
+
+  /**
+   * Data that continues the staged run, or starts an aligned one, is gathered: pieces of any size
+   * (network chunks cut at cluster boundaries) fill MAX_WRITE buffers that go out aligned.
+   */
   private stagingPossible(offset: number, length: number): boolean {
-    return this.pool.aligned && !!this.o.direct && offset % DIRECT_ALIGN === 0 && length % DIRECT_ALIGN === 0 && length <= MAX_WRITE;
+    if (!this.gathers || length > MAX_WRITE) return false;
+    const s = this.staged;
+    return (s !== null && offset === s.start + s.fill) || offset % DIRECT_ALIGN === 0;
   }
 
   /** Copies `data` into the staging buffer, starting a new one unless it continues the current one. */
   private async stage(offset: number, data: Buffer): Promise<void> {
-    const s = this.staged;
-    if (!s || offset !== s.start + s.fill || s.fill + data.length > MAX_WRITE) {
-      await this.flushStage();
-      this.staged = { buf: await this.pool.acquire(), start: offset, fill: 0 };
+    if (this.staged && offset !== this.staged.start + this.staged.fill) await this.flushStage();
+    let off = 0;
+    while (off < data.length) {
+      this.staged ??= { buf: await this.pool.acquire(), start: offset + off, fill: 0 };
+      const st = this.staged;
+      const n = data.copy(st.buf, st.fill, off, Math.min(data.length, off + MAX_WRITE - st.fill));
+      st.fill += n;
+      off += n;
+      if (st.fill === MAX_WRITE) await this.flushStage();
     }
-    const st = this.staged!;
-    data.copy(st.buf, st.fill);
-    st.fill += data.length;
-    if (st.fill === MAX_WRITE) await this.flushStage();
   }
 
   private async flushStage(): Promise<void> {

@@ -19,18 +19,29 @@ export interface StreamDigest {
   digest(): Promise<string>;
 }
 
-const SLOT_BYTES = 4 * 1024 * 1024;
+// Slots are made on first use: a raw image's bytes are hashed in the writer's buffers instead, and
+// the 6 MiB would only add to the agent's peak memory.
+const SLOT_BYTES = 2 * 1024 * 1024;
 const SLOTS = 3;
+const COPY_BEFORE_SLOTS = 1024 * 1024;
 
 // CommonJS source for `new Worker(…, { eval: true })`: no separate file to ship or resolve.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 const hash = createHash(workerData.algorithm);
-const slots = workerData.slots.map((sab) => new Uint8Array(sab));
+let slots = [];
 parentPort.on('message', (m) => {
+  if (m.slots) {
+    slots = m.slots.map((sab) => new Uint8Array(sab));
+    return;
+  }
   if (m.done) {
     parentPort.postMessage({ digest: hash.digest('hex') });
+    return;
+  }
+  if (m.bytes) {
+    hash.update(m.bytes);
     return;
   }
   if (m.shared) {
@@ -45,10 +56,11 @@ parentPort.on('message', (m) => {
 
 class WorkerDigest implements StreamDigest {
   private readonly worker: Worker;
-  private readonly slots: Buffer[];
-  private readonly free: number[] = [];
+  private slots: Buffer[] = [];
+  private free: number[] = [];
   private waiters: Array<() => void> = [];
   private current = -1;
+  private copied = 0;
   private fill = 0;
   private result: ((hex: string) => void) | null = null;
   private failure: Error | null = null;
@@ -56,10 +68,7 @@ class WorkerDigest implements StreamDigest {
   private readonly sharedPending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
 
   constructor(algorithm: string) {
-    const sabs = Array.from({ length: SLOTS }, () => new SharedArrayBuffer(SLOT_BYTES));
-    this.slots = sabs.map((sab) => Buffer.from(sab));
-    this.free = sabs.map((_, i) => i);
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { algorithm, slots: sabs } });
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { algorithm } });
     this.worker.unref();
     this.worker.on('message', (m: { slot?: number; digest?: string; sharedDone?: number }) => {
       if (m.sharedDone !== undefined) {
@@ -90,7 +99,15 @@ class WorkerDigest implements StreamDigest {
     this.fill = 0;
   }
 
+  private makeSlots(): void {
+    const sabs = Array.from({ length: SLOTS }, () => new SharedArrayBuffer(SLOT_BYTES));
+    this.slots = sabs.map((sab) => Buffer.from(sab));
+    this.free = sabs.map((_, i) => i);
+    this.worker.postMessage({ slots: sabs });
+  }
+
   private async acquire(): Promise<void> {
+    if (this.slots.length === 0) this.makeSlots();
     while (this.free.length === 0 && !this.failure) await new Promise<void>((resolve) => this.waiters.push(resolve));
     if (this.failure) throw this.failure;
     this.current = this.free.shift()!;
@@ -98,6 +115,13 @@ class WorkerDigest implements StreamDigest {
 
   update(chunk: Buffer): void | Promise<void> {
     if (this.failure) throw this.failure;
+    // The first bytes travel in the message itself: for a raw image that is all that ever passes
+    // here, and no slot is made.
+    if (this.slots.length === 0 && this.copied + chunk.length <= COPY_BEFORE_SLOTS) {
+      this.copied += chunk.length;
+      this.worker.postMessage({ bytes: new Uint8Array(chunk) });
+      return;
+    }
     let off = 0;
     // Fast path: the chunk fits in the slot being filled (the common case, chunks are ~64 KiB).
     if (this.current >= 0 && chunk.length <= SLOT_BYTES - this.fill) {

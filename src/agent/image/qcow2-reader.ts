@@ -94,6 +94,12 @@ export interface Qcow2ReadOptions {
   maxBufferedBytes?: number;
   /** Adjacent data is coalesced into DataOps of up to this many bytes. Default 4 MiB. */
   maxOpBytes?: number;
+  /**
+   * False when the consumer gathers adjacent data itself (the device writer stages it into its
+   * aligned buffers): pieces from different network chunks are then yielded as they are instead of
+   * being copied together first. Default true.
+   */
+  coalesceByCopy?: boolean;
   log?: Logger;
   /** Filled in while reading. */
   stats?: Qcow2ReadStats;
@@ -881,8 +887,16 @@ class Qcow2Stream {
 
   flushData(): void {
     if (this.cBytes === 0) return;
-    const data = this.cPieces.length === 1 ? this.cPieces[0]! : Buffer.concat(this.cPieces, this.cBytes);
-    this.out.push({ kind: 'data', offset: this.cGuest, data });
+    if (this.cPieces.length > 1 && this.opts.coalesceByCopy === false) {
+      let guest = this.cGuest;
+      for (const data of this.cPieces) {
+        this.out.push({ kind: 'data', offset: guest, data });
+        guest += data.length;
+      }
+    } else {
+      const data = this.cPieces.length === 1 ? this.cPieces[0]! : Buffer.concat(this.cPieces, this.cBytes);
+      this.out.push({ kind: 'data', offset: this.cGuest, data });
+    }
     this.cPieces = [];
     this.cBytes = 0;
   }

@@ -154,7 +154,7 @@ async function streamFrom(source: AsyncGenerator<Buffer>, tap: HashTap, o: Strea
     const { readQcow2 } = await import('./qcow2-reader.js');
     // Small ops: the writer copies them into its own aligned buffers anyway, and big short-lived
     // buffers are what drives the agent's peak memory (V8 collects external memory late).
-    ops = readQcow2(stream, { spill: deferredSpill(o, () => virtualSize), log: o.log, maxOpBytes: 1024 * 1024 });
+    ops = readQcow2(stream, { spill: deferredSpill(o, () => virtualSize), log: o.log, maxOpBytes: 1024 * 1024, coalesceByCopy: !writer.gathers });
   } else if (compression === null) {
     ops = sharedHashing(rawOps(stream, writer.pool), o.hash, tap.handOver());
   } else {

@@ -242,7 +242,7 @@ export async function writeImage(s: Services, req: WriteRequest, ctx: WriteConte
 
 /** After a whole-disk write: partitions visible, backup GPT at the real end of the disk, ≥ 1 partition. */
 async function finishWholeDisk(s: Services, disk: BlockDevice, result: StreamResult, log: Logger): Promise<void> {
-  await rescanPartitions(s.host, disk.name);
+  // blkid -p and sfdisk read the disk itself: one partition rescan, after both, is enough.
   const pttype = await s.host.run('blkid', ['-p', '-o', 'value', '-s', 'PTTYPE', disk.name], { allowFailure: true, timeoutMs: 30_000 });
   if (pttype.stdout.trim() === 'gpt' && result.extent < disk.size) {
     // The image's backup GPT sits at the end of the image, not of this bigger disk. sfdisk moves it
@@ -252,8 +252,8 @@ async function finishWholeDisk(s: Services, disk: BlockDevice, result: StreamRes
     } else {
       await s.host.run('sgdisk', ['-e', disk.name], { timeoutMs: 60_000 });
     }
-    await rescanPartitions(s.host, disk.name);
   }
+  await rescanPartitions(s.host, disk.name);
   const after = await diskByName(s, disk.name);
   if (!after.children.some((c) => c.type === 'part')) {
     await eraseDiskMetadata(s.host, after, log);

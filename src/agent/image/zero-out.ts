@@ -2,10 +2,11 @@
 // the writer may skip all-zero blocks, so sparse images write faster than the wire. Two ways:
 //  - a discard, where the device documents that discarded blocks read back as zeros: NVMe
 //    namespaces whose DLFEAT says so. A discard moves no data, whatever the device's write speed.
-//    (Loop devices would qualify too, but on a tmpfs-backed one a discard frees the pages the
-//    image is about to fill: measured slower than the zero-out below, so they take that path.)
 //  - WRITE ZEROES with unmap (NVMe deallocate, thin/virtual disks), when a timed probe shows it is
 //    offloaded; devices that would zero by writing (HDDs, emulated WRITE SAME) are left alone.
+//  - failing that, a discard of a loop device: the loop driver punches a hole in its backing file
+//    (or zeroes a backing block device without fallback), so it reads back zeros or fails. It comes
+//    after zero-out because on a tmpfs-backed file it frees the pages the image then refills.
 import { posix } from 'node:path';
 import type { Host } from '../host/host.js';
 import type { Logger } from '../log.js';
@@ -35,36 +36,51 @@ export function dlfeatReadsZeroes(idNsJson: string): boolean {
   }
 }
 
-/** Why a discard of `device` leaves zeros behind, or null when nothing says it does. */
-export async function discardZeroesBecause(host: Host, device: string): Promise<string | null> {
+/**
+ * Why a discard of `device` leaves zeros behind, or null when nothing says it does. `preferred`
+ * devices are discarded before a zero-out is tried; the others only when zero-out is not offloaded.
+ */
+export async function discardZeroesBecause(host: Host, device: string): Promise<{ because: string; preferred: boolean } | null> {
   const q = await queueDir(host, device);
   if (!q || !(Number((await host.readTextOrNull(`${q}/discard_max_bytes`))?.trim() ?? '0') > 0)) return null;
   const disk = posix.basename(posix.dirname(q));
   if (/^nvme\d+n\d+$/.test(disk) && (await host.hasCommand('nvme'))) {
     const res = await host.run('nvme', ['id-ns', `/dev/${disk}`, '--output-format=json'], { allowFailure: true, timeoutMs: 15_000 });
-    if (res.exitCode === 0 && dlfeatReadsZeroes(res.stdout)) return 'an NVMe namespace whose DLFEAT says deallocated blocks read as zeros';
+    if (res.exitCode === 0 && dlfeatReadsZeroes(res.stdout)) return { because: 'an NVMe namespace whose DLFEAT says deallocated blocks read as zeros', preferred: true };
   }
+  if (/^loop\d+$/.test(disk)) return { because: 'a loop device: a discard punches a hole in its backing file', preferred: false };
   return null;
+}
+
+async function discard(host: Host, device: string, size: number, because: string, log: Logger): Promise<boolean> {
+  await host.assertMayDestroy(device);
+  const t0 = performance.now();
+  const res = await host.run('blkdiscard', ['--offset', '0', '--length', String(size), device], { allowFailure: true, timeoutMs: 600_000 });
+  if (res.exitCode === 0) {
+    log.info({ device, bytes: size, ms: Math.round(performance.now() - t0), because }, 'device discarded: zero blocks of the image will be skipped');
+    return true;
+  }
+  log.info({ device, stderr: res.stderr.trim() }, 'discard failed');
+  return false;
 }
 
 /** Zeroes [0, size) of `device` if that is cheap; returns true when it now reads back zeros. */
 export async function zeroOutIfCheap(host: Host, device: string, size: number, log: Logger): Promise<boolean> {
   if (!(await host.hasCommand('blkdiscard'))) return false;
-  const because = await discardZeroesBecause(host, device);
-  if (because) {
-    await host.assertMayDestroy(device);
-    const t0 = performance.now();
-    const res = await host.run('blkdiscard', ['--offset', '0', '--length', String(size), device], { allowFailure: true, timeoutMs: 600_000 });
-    if (res.exitCode === 0) {
-      log.info({ device, bytes: size, ms: Math.round(performance.now() - t0), because }, 'device discarded: zero blocks of the image will be skipped');
-      return true;
-    }
-    log.info({ device, stderr: res.stderr.trim() }, 'discard failed: trying zero-out');
-  }
+  const zeroingDiscard = await discardZeroesBecause(host, device);
+  if (zeroingDiscard?.preferred && (await discard(host, device, size, zeroingDiscard.because, log))) return true;
+  if (await zeroOutOffloaded(host, device, size, log)) return true;
+  if (zeroingDiscard && !zeroingDiscard.preferred && (await discard(host, device, size, zeroingDiscard.because, log))) return true;
+  log.info({ device }, 'device cannot zero cheaply: writing every block');
+  return false;
+}
+
+/** WRITE ZEROES over [0, size) when a timed probe shows the device offloads it. */
+async function zeroOutOffloaded(host: Host, device: string, size: number, log: Logger): Promise<boolean> {
   const q = await queueDir(host, device);
   const maxZeroes = q ? Number((await host.readTextOrNull(`${q}/write_zeroes_max_bytes`))?.trim() ?? '0') : 0;
   if (!(maxZeroes > 0)) {
-    log.info({ device }, 'device cannot zero out ranges: writing every block');
+    log.info({ device }, 'device cannot zero out ranges');
     return false;
   }
   await host.assertMayDestroy(device);
@@ -73,17 +89,17 @@ export async function zeroOutIfCheap(host: Host, device: string, size: number, l
   const res = await host.run('blkdiscard', ['--zeroout', '--offset', '0', '--length', String(probe), device], { allowFailure: true, timeoutMs: 30_000 });
   const secs = (performance.now() - t0) / 1000;
   if (res.exitCode !== 0) {
-    log.info({ device, stderr: res.stderr.trim() }, 'zero-out not supported: writing every block');
+    log.info({ device, stderr: res.stderr.trim() }, 'zero-out not supported');
     return false;
   }
   if (probe / secs < OFFLOAD_BYTES_PER_S && probe === PROBE_BYTES) {
-    log.info({ device, rate: Math.round(probe / secs) }, 'zero-out is not offloaded on this device: writing every block');
+    log.info({ device, rate: Math.round(probe / secs) }, 'zero-out is not offloaded on this device');
     return false;
   }
   const t1 = performance.now();
   const full = await host.run('blkdiscard', ['--zeroout', '--offset', '0', '--length', String(size), device], { allowFailure: true, timeoutMs: 600_000 });
   if (full.exitCode !== 0) {
-    log.warn({ device, stderr: full.stderr.trim() }, 'zero-out failed: writing every block');
+    log.warn({ device, stderr: full.stderr.trim() }, 'zero-out failed');
     return false;
   }
   log.info({ device, bytes: size, ms: Math.round(performance.now() - t1) }, 'device zeroed out: zero blocks of the image will be skipped');
