@@ -17,7 +17,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, rmSync, writeFileSync } 
 import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream, openSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { AGENT, ROOT, freePort, fmt, ramdiskNode } from './lib.mjs';
+import { AGENT, ROOT, freePort, fmt, median, ramdiskNode } from './lib.mjs';
 
 const MIB = 1024 * 1024;
 const SIZE_MIB = Number(process.env.BENCH_IMAGE_MIB ?? 2048);
@@ -156,9 +156,10 @@ function throttle(dev, bytesPerSec) {
 
 async function ferrumWrite(node, url, digest, dev, diskFormat, cgroup = null) {
   const port = await freePort();
-  // Node flags as systemd/ferrum-agent.service runs the agent in the ramdisk.
+  // Node flags and malloc settings as systemd/ferrum-agent.service runs the agent in the ramdisk.
   const agent = spawn(node, ['--max-semi-space-size=1', AGENT, '--standalone', '--cmdline-file', '/dev/null', '--devices', dev, '--listen-host', '127.0.0.1', '--listen-port', String(port)], {
     stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, MALLOC_ARENA_MAX: '1' },
   });
   cgroup?.add(agent.pid);
   const base = `http://127.0.0.1:${port}`;
@@ -196,6 +197,29 @@ async function ferrumWrite(node, url, digest, dev, diskFormat, cgroup = null) {
   return { secs, peakRssMiB: peakRss / 1024 };
 }
 
+/**
+ * Every image written BENCH_RUNS times (default 3), round-robin so that a slow spell of this shared
+ * machine hits all formats alike; the median time counts, the peak RSS is the highest seen.
+ */
+async function writeRounds(images, { node, url, target, bytes, cgroup = null }) {
+  const runs = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
+  const digests = new Map();
+  for (const [, file] of images) digests.set(file, await sha256File(file));
+  const seen = images.map(() => ({ secs: [], peak: 0 }));
+  for (let r = 0; r < runs; r++) {
+    for (const [i, [, file, fmtName]] of images.entries()) {
+      target.reset();
+      const { secs, peakRssMiB } = await ferrumWrite(node.path, url(file), digests.get(file), target.dev, fmtName, cgroup);
+      seen[i].secs.push(secs);
+      seen[i].peak = Math.max(seen[i].peak, peakRssMiB);
+    }
+  }
+  return images.map(([name], i) => {
+    const secs = median(seen[i].secs);
+    return { name, secs, rate: mbps(bytes, secs), all: seen[i].secs, peakRssMiB: seen[i].peak };
+  });
+}
+
 export async function run() {
   const imgs = ensureImages();
   const bytes = SIZE_MIB * MIB;
@@ -220,21 +244,19 @@ export async function run() {
     const pipelineMBps = mbps(bytes, tPipe);
     console.log(`image ${SIZE_MIB} MiB; ceiling ${ceilingMBps.toFixed(0)} MB/s (sha256 ${mbps(bytes, tHash).toFixed(0)}, dd direct ${mbps(bytes, tDd).toFixed(0)}, curl ${mbps(bytes, tCurl).toFixed(0)}); curl|tee sha256sum|dd ${pipelineMBps.toFixed(0)} MB/s`);
 
-    const rows = [];
-    for (const [name, file, fmtName] of [
-      ['raw random', imgs.raw, 'raw'],
-      ['raw 90% zeros', imgs.sparse, 'raw'],
-      ['qcow2', imgs.qcow2, 'qcow2'],
-      ['raw.zst', imgs.zst, 'raw'],
-    ]) {
-      target.reset();
-      const digest = await sha256File(file);
-      const { secs, peakRssMiB } = await ferrumWrite(node.path, url(file), digest, target.dev, fmtName);
-      const rate = mbps(bytes, secs);
-      rows.push({ name, rate, secs, peakRssMiB });
+    const rows = await writeRounds(
+      [
+        ['raw random', imgs.raw, 'raw'],
+        ['raw 90% zeros', imgs.sparse, 'raw'],
+        ['qcow2', imgs.qcow2, 'qcow2'],
+        ['raw.zst', imgs.zst, 'raw'],
+      ],
+      { node, url, target, bytes },
+    );
+    for (const r of rows) {
       console.log(
-        `  ferrum ${name.padEnd(14)} ${rate.toFixed(0).padStart(5)} MB/s of image (${secs.toFixed(2)} s)  ` +
-          `${(rate / ceilingMBps).toFixed(2)}x ceiling  ${(rate / pipelineMBps).toFixed(2)}x pipeline  peak RSS ${fmt(peakRssMiB, 'MiB')}`,
+        `  ferrum ${r.name.padEnd(14)} ${r.rate.toFixed(0).padStart(5)} MB/s of image (median ${r.secs.toFixed(2)} s of ${r.all.map((x) => x.toFixed(2)).join(', ')})  ` +
+          `${(r.rate / ceilingMBps).toFixed(2)}x ceiling  ${(r.rate / pipelineMBps).toFixed(2)}x pipeline  peak RSS ${fmt(r.peakRssMiB, 'MiB')}`,
       );
     }
     const raw = rows[0];
@@ -255,15 +277,22 @@ export async function run() {
         cg.run(`bash -c "set -o pipefail; curl -sS '${url(imgs.raw)}' | tee >(sha256sum >/dev/null) | dd of=${target.dev} bs=4M iflag=fullblock oflag=direct status=none"`),
       );
       console.log(`disk-speed profile (writes throttled to ${diskMBps} MB/s): ceiling ${diskCeiling.toFixed(0)} MB/s (dd direct ${mbps(bytes, tDdDisk).toFixed(0)}); pipeline ${mbps(bytes, tPipeDisk).toFixed(0)} MB/s`);
-      const diskRows = [];
-      for (const [name, file] of [['raw random', imgs.raw], ['raw 90% zeros', imgs.sparse]]) {
-        target.reset();
-        const { secs, peakRssMiB } = await ferrumWrite(node.path, url(file), await sha256File(file), target.dev, 'raw', cg);
-        const rate = mbps(bytes, secs);
-        diskRows.push({ name, rate });
-        console.log(`  ferrum ${name.padEnd(14)} ${rate.toFixed(0).padStart(5)} MB/s of image (${secs.toFixed(2)} s)  ${(rate / diskCeiling).toFixed(2)}x ceiling  ${(rate / mbps(bytes, tPipeDisk)).toFixed(2)}x pipeline  peak RSS ${fmt(peakRssMiB, 'MiB')}`);
+      const diskRows = await writeRounds(
+        [
+          ['raw random', imgs.raw, 'raw'],
+          ['raw 90% zeros', imgs.sparse, 'raw'],
+        ],
+        { node, url, target, bytes, cgroup: cg },
+      );
+      for (const r of diskRows) {
+        console.log(
+          `  ferrum ${r.name.padEnd(14)} ${r.rate.toFixed(0).padStart(5)} MB/s of image (median ${r.secs.toFixed(2)} s of ${r.all.map((x) => x.toFixed(2)).join(', ')})  ` +
+            `${(r.rate / diskCeiling).toFixed(2)}x ceiling  ${(r.rate / mbps(bytes, tPipeDisk)).toFixed(2)}x pipeline  peak RSS ${fmt(r.peakRssMiB, 'MiB')}`,
+        );
       }
-      console.log(`  90%-zeros vs random at disk speed: ${(diskRows[1].rate / diskRows[0].rate).toFixed(2)}x (target >= 3x)`);
+      // Zero blocks are neither written nor skipped by the hash and the download: those bound the ratio.
+      const bound = Math.min(mbps(bytes, tHash), mbps(bytes, tCurl)) / diskRows[0].rate;
+      console.log(`  90%-zeros vs random at disk speed: ${(diskRows[1].rate / diskRows[0].rate).toFixed(2)}x (target >= 3x; at most ${bound.toFixed(2)}x here, where every byte is still hashed at ${mbps(bytes, tHash).toFixed(0)} MB/s)`);
       return { ceilingMBps, pipelineMBps, rows, diskRows };
     } finally {
       cg.destroy();

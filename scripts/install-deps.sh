@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Ferrum's tests and demo use: the real Ironic 2023.1 conductor and
 # API (never started as services), and the disk tools the agent calls. Idempotent and quiet when
-# everything is present. Needs root. Usage: scripts/install-deps.sh [--with-vm]
+# everything is present. Needs root. Usage: scripts/install-deps.sh [--with-vm] [--with-bench]
 set -euo pipefail
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -22,7 +22,16 @@ PKGS=(
   # under QEMU with SeaBIOS; debugfs (e2fsprogs) reads the result without mounting
   efibootmgr mmdebstrap qemu-system-x86 seabios
 )
-if [[ "${1:-}" == "--with-vm" ]]; then
+WITH_VM=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-vm) WITH_VM=1 ;;
+    # npm run bench: nginx serves the images with sendfile, as Ironic deployments serve them
+    --with-bench) PKGS+=(nginx-light) ;;
+    *) echo "install-deps: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+if [[ $WITH_VM -eq 1 ]]; then
   PKGS+=(qemu-system-x86 ipxe-qemu ovmf seabios dnsmasq-base busybox-static mmdebstrap cpio binutils
          grub-pc-bin grub-efi-amd64-bin grub2-common efibootmgr
          # image-build/build.sh (ramdisk) and the e2e test's disk image: unpacking .debs, depmod,

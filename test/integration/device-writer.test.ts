@@ -6,6 +6,9 @@ import { open } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLoopDevice, type LoopDevice } from '../helpers/loop-device.js';
+import { discardRanges } from '../../src/agent/image/zero-out.js';
+import { LocalHost } from '../../src/agent/host/host.js';
+import { silentLogger } from '../../src/agent/log.js';
 import { destroyLoop, readAt } from './support.js';
 import { DeviceWriter, MAX_WRITE } from '../../src/agent/image/device-writer.js';
 import type { WriteOp } from '../../src/agent/image/write-ops.js';
@@ -20,11 +23,13 @@ afterAll(async () => {
   await destroyLoop(disk);
 });
 
-async function writeOps(ops: WriteOp[], preZeroed: boolean): Promise<DeviceWriter> {
+type Discard = (ranges: Array<{ offset: number; length: number }>) => Promise<boolean[]>;
+
+async function writeOps(ops: WriteOp[], preZeroed: boolean, discard: Discard | null = null): Promise<DeviceWriter> {
   const fh = await open(disk.path, 'r+');
   const direct = await open(disk.path, constants.O_RDWR | constants.O_DIRECT);
   try {
-    const writer = new DeviceWriter(fh, { deviceName: disk.path, deviceSize: 64 * MIB, preZeroed, direct });
+    const writer = new DeviceWriter(fh, { deviceName: disk.path, deviceSize: 64 * MIB, preZeroed, direct, discard });
     for (const op of ops) await writer.apply(op);
     await writer.finish();
     return writer;
@@ -70,6 +75,38 @@ describe('device writer', () => {
     const writer = await writeOps(pieces(img, 0), true);
     expect(readAt(disk.path, 0, img.length).equals(img)).toBe(true);
     expect(writer.bytesSkipped).toBeGreaterThanOrEqual(6 * MIB);
+    expect(writer.bytesWritten + writer.bytesSkipped).toBe(img.length);
+  });
+
+  it('punches holes for long zero runs (real blkdiscard), writes short ones, and writes zeros where a discard is refused', async () => {
+    const stale = randomBytes(32 * MIB);
+    await writeOps([{ kind: 'data', offset: 0, data: stale }], false);
+    const img = Buffer.alloc(32 * MIB);
+    randomBytes(MIB).copy(img, 0);
+    randomBytes(MIB).copy(img, 5 * MIB); // 4 MiB zero run before it: discarded
+    randomBytes(MIB).copy(img, 6 * MIB + 256 * 1024); // 256 KiB zero run: written
+    randomBytes(MIB).copy(img, 20 * MIB);
+    const calls: Array<Array<[number, number]>> = [];
+    const discard: Discard = async (ranges) => {
+      calls.push(ranges.map((r) => [r.offset, r.length]));
+      // A device that refuses the ranges from 16 MiB on: their zeros must be written instead.
+      const lowRanges = ranges.filter((r) => r.offset < 16 * MIB);
+      const real = await discardRanges(new LocalHost({ sysRoot: '/', devices: [disk.path], power: 'none', log: silentLogger() }), disk.path, lowRanges);
+      return ranges.map((r) => (r.offset < 16 * MIB ? real[lowRanges.indexOf(r)]! : false));
+    };
+    const ops = [...pieces(img.subarray(0, 16 * MIB), 0), { kind: 'zero' as const, offset: 16 * MIB, length: 4 * MIB }, ...pieces(img.subarray(20 * MIB), 20 * MIB)];
+    const writer = await writeOps(ops, false, discard);
+
+    expect(readAt(disk.path, 0, img.length).equals(img)).toBe(true);
+    // One batch at the end; the 256 KiB run was written, not discarded.
+    expect(calls).toEqual([
+      [
+        [MIB, 4 * MIB],
+        [7 * MIB + 256 * 1024, 16 * MIB - (7 * MIB + 256 * 1024) + 4 * MIB], // continues into the zero op
+        [21 * MIB, 11 * MIB],
+      ],
+    ]);
+    expect(writer.bytesSkipped).toBe(4 * MIB + 20 * MIB - (7 * MIB + 256 * 1024)); // the refused run (from 21 MiB) was written
     expect(writer.bytesWritten + writer.bytesSkipped).toBe(img.length);
   });
 

@@ -1,11 +1,11 @@
-// When the agent may pre-zero a disk and skip the image's zero blocks: a discard where the device
-// documents zeros afterwards (NVMe DLFEAT first; a loop device, whose discard punches a hole, after
-// an offloaded WRITE ZEROES), else an offloaded WRITE ZEROES.
+// When the agent may pre-zero a disk and skip the image's zero blocks: a discard only where the
+// device documents zeros afterwards (NVMe DLFEAT), else an offloaded WRITE ZEROES. Loop devices
+// are never pre-zeroed by discard: the writer punches holes for the image's zero runs instead.
 // The sysfs trees are shaped as the kernel lays them out; `nvme id-ns` answers in nvme-cli 2.x's
 // JSON. The real effect on a loop device is covered by test/integration/image-faults and the bench.
 import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/agent/log.js';
-import { discardZeroesBecause, dlfeatReadsZeroes, zeroOutIfCheap } from '../../src/agent/image/zero-out.js';
+import { discardZeroesBecause, dlfeatReadsZeroes, punchesHoles, zeroOutIfCheap } from '../../src/agent/image/zero-out.js';
 import { FakeHost, ok, fail } from './support/fake-host.js';
 import type { RunOptions, RunResult } from '../../src/agent/host/host.js';
 
@@ -38,38 +38,23 @@ describe('NVMe DLFEAT', () => {
 });
 
 describe('pre-zeroing a target', () => {
-  it('zeroes a loop device out when it can (a discard would free the pages of a tmpfs-backed file)', async () => {
+  it('zeroes a loop device out when that is offloaded; never discards one up front', async () => {
     const host = new DiskHost(queue('loop3', 4 << 20, 4 << 20), () => ok(''));
-    expect(await discardZeroesBecause(host, '/dev/loop3')).toEqual({ because: expect.stringMatching(/punches a hole/), preferred: false });
+    expect(await discardZeroesBecause(host, '/dev/loop3')).toBeNull();
     expect(await zeroOutIfCheap(host, '/dev/loop3', 1 << 30, log)).toBe(true);
     expect(host.commands.map((c) => c.args[0])).toEqual(['--zeroout', '--zeroout']); // the probe, then the span
+
+    // tmpfs-backed: no WRITE ZEROES. Nothing is zeroed first; the writer punches holes for zero runs.
+    const tmpfs = new DiskHost(queue('loop4', 4 << 20, 0), () => ok(''));
+    expect(await zeroOutIfCheap(tmpfs, '/dev/loop4', 1 << 30, log)).toBe(false);
+    expect(tmpfs.commands).toEqual([]);
+    expect(await punchesHoles(tmpfs, '/dev/loop4')).toBe(true);
   });
 
-  it('discards a loop device whose backing file cannot zero ranges (tmpfs: no WRITE ZEROES)', async () => {
-    const host = new DiskHost(queue('loop4', 4 << 20, 0), () => ok(''));
-    expect(await zeroOutIfCheap(host, '/dev/loop4', 1 << 30, log)).toBe(true);
-    expect(host.commands.map((c) => [c.cmd, ...c.args])).toEqual([['blkdiscard', '--offset', '0', '--length', String(1 << 30), '/dev/loop4']]);
-
-    // No discard either (a backing file system without hole punching): every block is written.
-    const none = new DiskHost(queue('loop5', 0, 0), () => ok(''));
-    expect(await zeroOutIfCheap(none, '/dev/loop5', 1 << 30, log)).toBe(false);
-    expect(none.commands).toEqual([]);
-  });
-
-  it('discards a loop device when its zero-out is not offloaded (a throttled or slow backing disk)', async () => {
-    const t = { now: 0 };
-    const host = new DiskHost(queue('loop6', 4 << 20, 4 << 20), (cmd, args) => {
-      if (args.includes('--zeroout')) t.now += 1000; // 256 MiB in a second: written, not offloaded
-      return ok('');
-    });
-    const realNow = performance.now.bind(performance);
-    performance.now = () => realNow() + t.now;
-    try {
-      expect(await zeroOutIfCheap(host, '/dev/loop6', 1 << 30, log)).toBe(true);
-    } finally {
-      performance.now = realNow;
-    }
-    expect(host.commands.map((c) => c.args[0])).toEqual(['--zeroout', '--offset']); // the probe, then a discard
+  it('punches holes only in loop devices that take discards', async () => {
+    expect(await punchesHoles(new DiskHost(queue('loop5', 0, 0), () => ok('')), '/dev/loop5')).toBe(false); // no hole punching in its file system
+    expect(await punchesHoles(new DiskHost(queue('vda', 2 ** 31, 0), () => ok('')), '/dev/vda')).toBe(false);
+    expect(await punchesHoles(new DiskHost(queue('nvme0n1', 2 ** 31, 0), () => ok('')), '/dev/nvme0n1')).toBe(false);
   });
 
   it('discards an NVMe namespace whose DLFEAT promises zeros; one that does not gets the zero-out probe', async () => {

@@ -86,7 +86,16 @@ export interface WriterOptions {
   parallelism?: number;
   /** The same device opened with O_DIRECT, when that worked. */
   direct?: FileHandle | null;
+  /**
+   * Where a discarded range reads back zeros (a loop device's punched hole): discards zero runs of
+   * the image instead of writing them, all at once at the end; per range, false when the device
+   * refused (the zeros are written then).
+   */
+  discard?: ((ranges: Array<{ offset: number; length: number }>) => Promise<boolean[]>) | null;
 }
+
+/** Zero runs shorter than this are written: a discard costs a subprocess. */
+export const MIN_DISCARD = 1024 * 1024;
 
 export class DeviceWriter {
   bytesWritten = 0;
@@ -99,6 +108,10 @@ export class DeviceWriter {
   readonly pool: BufferPool;
   private zeroBuffer: Buffer | null = null;
   private readonly inflight = new Set<Promise<void>>();
+  /** A zero run waiting to be discarded (grows while the next zero blocks continue it). */
+  private pendingZero: { offset: number; length: number } | null = null;
+  /** Zero runs to discard when the image is written (or earlier, if data comes for them). */
+  private readonly zeroRuns: Array<{ offset: number; length: number }> = [];
   private failure: unknown = null;
 
   constructor(
@@ -134,21 +147,12 @@ export class DeviceWriter {
       case 'zero':
         if (op.offset + op.length > this.o.deviceSize) throw this.tooBig(op.offset + op.length);
         this.extent = Math.max(this.extent, op.offset + op.length);
-        if (this.o.preZeroed) {
-          this.bytesSkipped += op.length;
-          return;
-        }
-        for (let off = op.offset; off < op.offset + op.length; ) {
-          const n = Math.min(MAX_WRITE, op.offset + op.length - off);
-          // An aligned zero buffer is made on first use: most images bring no zero ranges.
-          this.zeroBuffer ??= (this.o.direct && allocateAligned(this.o.direct.fd, MAX_WRITE)?.fill(0)) || ZERO_WRITE;
-          await this.submit(this.zeroBuffer.subarray(0, n), off, this.zeroBuffer !== ZERO_WRITE);
-          off += n;
-        }
+        await this.zeroRange(op.offset, op.length);
         return;
       case 'data': {
         if (op.offset + op.data.length > this.o.deviceSize) throw this.tooBig(op.offset + op.data.length);
         this.extent = Math.max(this.extent, op.offset + op.data.length);
+        if (this.pendingZero || this.zeroRuns.length > 0) await this.afterDiscardsOf(op.offset, op.data.length);
         // Other readers' data (qcow2 clusters, still in network buffers) is gathered into pool buffers
         // when that lets it go around the page cache in big writes; the network buffer is free at once.
         if (op.pooled !== true && this.stagingPossible(op.offset, op.data.length)) {
@@ -159,7 +163,7 @@ export class DeviceWriter {
         await this.flushStage();
         const pooled = op.pooled === true;
         const writes: Promise<void>[] = [];
-        if (!this.o.preZeroed) writes.push((await this.submit(op.data, op.offset, pooled)).done);
+        if (!this.skipsZeros) writes.push((await this.submit(op.data, op.offset, pooled)).done);
         else await this.writeSkippingZeros(op.data, op.offset, pooled, writes);
         if (op.release) void Promise.allSettled(writes).then(op.release);
         return;
@@ -204,9 +208,74 @@ export class DeviceWriter {
     this.staged = null;
     const data = st.buf.subarray(0, st.fill);
     const writes: Promise<void>[] = [];
-    if (!this.o.preZeroed) writes.push((await this.submit(data, st.start, true)).done);
+    if (!this.skipsZeros) writes.push((await this.submit(data, st.start, true)).done);
     else await this.writeSkippingZeros(data, st.start, true, writes);
     void Promise.allSettled(writes).then(() => this.pool.release(st.buf));
+  }
+
+  /** True when all-zero blocks of data need not be written as they are. */
+  private get skipsZeros(): boolean {
+    return this.o.preZeroed || !!this.o.discard;
+  }
+
+  /** A range that must read back zeros: skipped, queued for a discard, or written. */
+  private async zeroRange(offset: number, length: number): Promise<void> {
+    if (this.o.preZeroed) {
+      this.bytesSkipped += length;
+      return;
+    }
+    if (this.o.discard) {
+      const p = this.pendingZero;
+      if (p && p.offset + p.length === offset) {
+        p.length += length;
+        return;
+      }
+      await this.flushZero();
+      this.pendingZero = { offset, length };
+      return;
+    }
+    await this.writeZeros(offset, length);
+  }
+
+  /** Ends the pending zero run: kept for the discard when long enough, else written. */
+  private async flushZero(): Promise<void> {
+    const run = this.pendingZero;
+    if (!run) return;
+    this.pendingZero = null;
+    if (run.length < MIN_DISCARD || !this.o.discard) await this.writeZeros(run.offset, run.length);
+    else this.zeroRuns.push(run);
+  }
+
+  /** Discards `runs`; what the device refuses is written as zeros. */
+  private async discardRuns(runs: Array<{ offset: number; length: number }>): Promise<void> {
+    if (runs.length === 0) return;
+    const ok = await this.o.discard!(runs).catch(() => runs.map(() => false));
+    for (const [i, run] of runs.entries()) {
+      if (ok[i]) this.bytesSkipped += run.length;
+      else await this.writeZeros(run.offset, run.length);
+    }
+  }
+
+  /** Data for a range a zero run covers (qcow2 may revisit a range): that run is discarded first. */
+  private async afterDiscardsOf(offset: number, length: number): Promise<void> {
+    const end = offset + length;
+    const z = this.pendingZero;
+    if (z && offset < z.offset + z.length && z.offset < end) await this.flushZero();
+    const hit = this.zeroRuns.filter((r) => offset < r.offset + r.length && r.offset < end);
+    if (hit.length === 0) return;
+    for (const r of hit) this.zeroRuns.splice(this.zeroRuns.indexOf(r), 1);
+    await this.discardRuns(hit);
+    await Promise.all(this.inflight);
+  }
+
+  private async writeZeros(offset: number, length: number): Promise<void> {
+    for (let off = offset; off < offset + length; ) {
+      const n = Math.min(MAX_WRITE, offset + length - off);
+      // An aligned zero buffer is made on first use: most images bring no zero ranges.
+      this.zeroBuffer ??= (this.o.direct && allocateAligned(this.o.direct.fd, MAX_WRITE)?.fill(0)) || ZERO_WRITE;
+      await this.submit(this.zeroBuffer.subarray(0, n), off, this.zeroBuffer !== ZERO_WRITE);
+      off += n;
+    }
   }
 
   /** Writes the non-zero runs of `data`, checked in ZERO_BLOCK-aligned blocks. */
@@ -223,7 +292,7 @@ export class DeviceWriter {
           writes.push((await this.submit(data.subarray(runStart, pos), offset + runStart, pooled)).done);
           runStart = -1;
         }
-        this.bytesSkipped += block.length;
+        await this.zeroRange(offset + pos, block.length);
       } else if (runStart < 0) {
         runStart = pos;
       }
@@ -268,6 +337,8 @@ export class DeviceWriter {
   /** Waits for every write and flushes the device (the page cache, and the disk's own cache). */
   async finish(): Promise<void> {
     await this.flushStage();
+    await this.flushZero();
+    await this.discardRuns(this.zeroRuns.splice(0));
     await Promise.all(this.inflight);
     if (this.failure) throw this.failure;
     await this.fh.sync();

@@ -30,6 +30,8 @@ export interface StreamOptions {
   deviceName: string;
   deviceSize: number;
   preZeroed: boolean;
+  /** Discards a zero run of the image instead of writing it (see DeviceWriter); null: write zeros. */
+  discard?: ((ranges: Array<{ offset: number; length: number }>) => Promise<boolean[]>) | null;
   /** disk_format from image_info (null when the conductor did not say). */
   diskFormat: string | null;
   /** Formats the conductor permits (lookup config permitted_image_formats). */
@@ -147,7 +149,7 @@ async function streamFrom(source: AsyncGenerator<Buffer>, tap: HashTap, o: Strea
   }
   o.log.info({ format, compression }, 'image format detected');
 
-  const writer = new DeviceWriter(o.fh, { deviceName: o.deviceName, deviceSize: o.deviceSize, preZeroed: o.preZeroed, direct: o.directFh ?? null });
+  const writer = new DeviceWriter(o.fh, { deviceName: o.deviceName, deviceSize: o.deviceSize, preZeroed: o.preZeroed, direct: o.directFh ?? null, discard: o.discard ?? null });
   let virtualSize: number | null = null;
   let ops: AsyncIterable<WriteOp>;
   if (format === 'qcow2') {

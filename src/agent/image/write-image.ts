@@ -14,7 +14,7 @@ import { decodeConfigDrive, writeConfigDriveWholeDisk } from './configdrive.js';
 import { fetchText, type DownloadOptions } from './download.js';
 import { ImageProgress } from './progress.js';
 import { streamImageToDevice, type StreamResult } from './stream-image.js';
-import { zeroOutIfCheap } from './zero-out.js';
+import { discardRanges, punchesHoles, zeroOutIfCheap } from './zero-out.js';
 import { FileSpillArea } from './spill-area.js';
 import type { SpillArea } from './write-ops.js';
 import type { FileHandle } from 'node:fs/promises';
@@ -114,6 +114,11 @@ export async function streamVerified(
   // unknown up front, as for compressed raw images).
   const zeroSpan = virtualSize !== null ? Math.min(device.size, Math.ceil(virtualSize / 4096) * 4096) : device.size;
   const preZeroed = await zeroOutIfCheap(s.host, device.name, zeroSpan, log);
+  let discard: ((ranges: Array<{ offset: number; length: number }>) => Promise<boolean[]>) | null = null;
+  if (!preZeroed && (await punchesHoles(s.host, device.name))) {
+    log.info({ device: device.name }, 'loop device: zero runs of the image will be discarded (holes punched) instead of written');
+    discard = (ranges) => discardRanges(s.host, device.name, ranges);
+  }
   const hash = createDigest(expected.algorithm);
   const fh = await s.host.openForWrite(device.name);
   const directFh = await openDirect(s, device.name, log);
@@ -129,6 +134,7 @@ export async function streamVerified(
       deviceName: device.name,
       deviceSize: limit,
       preZeroed,
+      discard,
       diskFormat: info.disk_format ?? null,
       permittedFormats: permittedFormats(s),
       log,

@@ -4,9 +4,9 @@
 //    namespaces whose DLFEAT says so. A discard moves no data, whatever the device's write speed.
 //  - WRITE ZEROES with unmap (NVMe deallocate, thin/virtual disks), when a timed probe shows it is
 //    offloaded; devices that would zero by writing (HDDs, emulated WRITE SAME) are left alone.
-//  - failing that, a discard of a loop device: the loop driver punches a hole in its backing file
-//    (or zeroes a backing block device without fallback), so it reads back zeros or fails. It comes
-//    after zero-out because on a tmpfs-backed file it frees the pages the image then refills.
+// Loop devices are not pre-zeroed: the writer discards the image's zero runs as it meets them
+// (punchesHoles below). A discard of the whole span first freed every page of a tmpfs-backed file
+// that a random image then had to fill again: 4.25 s instead of ~3.6 s for 2 GiB.
 import { posix } from 'node:path';
 import type { Host } from '../host/host.js';
 import type { Logger } from '../log.js';
@@ -36,20 +36,40 @@ export function dlfeatReadsZeroes(idNsJson: string): boolean {
   }
 }
 
-/**
- * Why a discard of `device` leaves zeros behind, or null when nothing says it does. `preferred`
- * devices are discarded before a zero-out is tried; the others only when zero-out is not offloaded.
- */
-export async function discardZeroesBecause(host: Host, device: string): Promise<{ because: string; preferred: boolean } | null> {
+/** Why a discard of `device` leaves zeros behind, or null when nothing says it does. */
+export async function discardZeroesBecause(host: Host, device: string): Promise<string | null> {
   const q = await queueDir(host, device);
   if (!q || !(Number((await host.readTextOrNull(`${q}/discard_max_bytes`))?.trim() ?? '0') > 0)) return null;
   const disk = posix.basename(posix.dirname(q));
   if (/^nvme\d+n\d+$/.test(disk) && (await host.hasCommand('nvme'))) {
     const res = await host.run('nvme', ['id-ns', `/dev/${disk}`, '--output-format=json'], { allowFailure: true, timeoutMs: 15_000 });
-    if (res.exitCode === 0 && dlfeatReadsZeroes(res.stdout)) return { because: 'an NVMe namespace whose DLFEAT says deallocated blocks read as zeros', preferred: true };
+    if (res.exitCode === 0 && dlfeatReadsZeroes(res.stdout)) return 'an NVMe namespace whose DLFEAT says deallocated blocks read as zeros';
   }
-  if (/^loop\d+$/.test(disk)) return { because: 'a loop device: a discard punches a hole in its backing file', preferred: false };
   return null;
+}
+
+/**
+ * True for a loop device that takes discards: the loop driver punches a hole in its backing file
+ * (or zeroes a backing block device without fallback), so a discarded range reads back zeros or
+ * the discard fails. The writer then discards the image's zero runs instead of writing them.
+ */
+export async function punchesHoles(host: Host, device: string): Promise<boolean> {
+  const q = await queueDir(host, device);
+  if (!q || !/^loop\d+$/.test(posix.basename(posix.dirname(q)))) return false;
+  return Number((await host.readTextOrNull(`${q}/discard_max_bytes`))?.trim() ?? '0') > 0;
+}
+
+// One small shell runs every blkdiscard: spawning each from the agent would fork a process of
+// ~150 MiB, after which every page of the writer's buffers takes a copy-on-write fault.
+const DISCARD_SCRIPT = 'while read -r off len; do if blkdiscard --offset "$off" --length "$len" "$1" 2>/dev/null; then echo ok; else echo no; fi; done';
+
+/** Discards each range of `device`; per range, false when the device refused it. */
+export async function discardRanges(host: Host, device: string, ranges: ReadonlyArray<{ offset: number; length: number }>): Promise<boolean[]> {
+  if (ranges.length === 0) return [];
+  const input = ranges.map((r) => `${r.offset} ${r.length}\n`).join('');
+  const res = await host.run('sh', ['-c', DISCARD_SCRIPT, 'ferrum-discard', device], { input, allowFailure: true, timeoutMs: 600_000 });
+  const answers = res.stdout.split('\n');
+  return ranges.map((_, i) => answers[i] === 'ok');
 }
 
 async function discard(host: Host, device: string, size: number, because: string, log: Logger): Promise<boolean> {
@@ -60,19 +80,16 @@ async function discard(host: Host, device: string, size: number, because: string
     log.info({ device, bytes: size, ms: Math.round(performance.now() - t0), because }, 'device discarded: zero blocks of the image will be skipped');
     return true;
   }
-  log.info({ device, stderr: res.stderr.trim() }, 'discard failed');
+  log.info({ device, stderr: res.stderr.trim() }, 'discard failed: trying zero-out');
   return false;
 }
 
 /** Zeroes [0, size) of `device` if that is cheap; returns true when it now reads back zeros. */
 export async function zeroOutIfCheap(host: Host, device: string, size: number, log: Logger): Promise<boolean> {
   if (!(await host.hasCommand('blkdiscard'))) return false;
-  const zeroingDiscard = await discardZeroesBecause(host, device);
-  if (zeroingDiscard?.preferred && (await discard(host, device, size, zeroingDiscard.because, log))) return true;
-  if (await zeroOutOffloaded(host, device, size, log)) return true;
-  if (zeroingDiscard && !zeroingDiscard.preferred && (await discard(host, device, size, zeroingDiscard.because, log))) return true;
-  log.info({ device }, 'device cannot zero cheaply: writing every block');
-  return false;
+  const because = await discardZeroesBecause(host, device);
+  if (because && (await discard(host, device, size, because, log))) return true;
+  return zeroOutOffloaded(host, device, size, log);
 }
 
 /** WRITE ZEROES over [0, size) when a timed probe shows the device offloads it. */
@@ -80,7 +97,7 @@ async function zeroOutOffloaded(host: Host, device: string, size: number, log: L
   const q = await queueDir(host, device);
   const maxZeroes = q ? Number((await host.readTextOrNull(`${q}/write_zeroes_max_bytes`))?.trim() ?? '0') : 0;
   if (!(maxZeroes > 0)) {
-    log.info({ device }, 'device cannot zero out ranges');
+    log.info({ device }, 'device cannot zero out ranges: writing every block');
     return false;
   }
   await host.assertMayDestroy(device);
@@ -89,17 +106,17 @@ async function zeroOutOffloaded(host: Host, device: string, size: number, log: L
   const res = await host.run('blkdiscard', ['--zeroout', '--offset', '0', '--length', String(probe), device], { allowFailure: true, timeoutMs: 30_000 });
   const secs = (performance.now() - t0) / 1000;
   if (res.exitCode !== 0) {
-    log.info({ device, stderr: res.stderr.trim() }, 'zero-out not supported');
+    log.info({ device, stderr: res.stderr.trim() }, 'zero-out not supported: writing every block');
     return false;
   }
   if (probe / secs < OFFLOAD_BYTES_PER_S && probe === PROBE_BYTES) {
-    log.info({ device, rate: Math.round(probe / secs) }, 'zero-out is not offloaded on this device');
+    log.info({ device, rate: Math.round(probe / secs) }, 'zero-out is not offloaded on this device: writing every block');
     return false;
   }
   const t1 = performance.now();
   const full = await host.run('blkdiscard', ['--zeroout', '--offset', '0', '--length', String(size), device], { allowFailure: true, timeoutMs: 600_000 });
   if (full.exitCode !== 0) {
-    log.warn({ device, stderr: full.stderr.trim() }, 'zero-out failed');
+    log.warn({ device, stderr: full.stderr.trim() }, 'zero-out failed: writing every block');
     return false;
   }
   log.info({ device, bytes: size, ms: Math.round(performance.now() - t1) }, 'device zeroed out: zero blocks of the image will be skipped');
