@@ -45,7 +45,7 @@ export function isoVolumeLabel(iso: Buffer): string | null {
 }
 
 async function partitionsOf(host: Host, disk: string): Promise<BlockDevice[]> {
-  const dev = (await listDisks(host)).find((d) => d.name === disk);
+  const dev = (await listDisks(host, { nested: true })).find((d) => d.name === disk);
   return dev ? dev.children.filter((c) => c.type === 'part') : [];
 }
 

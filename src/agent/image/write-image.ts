@@ -88,7 +88,8 @@ export async function diskSignature(s: Services, device: string): Promise<string
 }
 
 export async function diskByName(s: Services, name: string): Promise<BlockDevice> {
-  const disk = (await listDisks(s.host)).find((d) => d.name === name);
+  // nested: the install device may be an md array, which lsblk lists under its member partitions.
+  const disk = (await listDisks(s.host, { nested: true })).find((d) => d.name === name);
   if (!disk) throw new AgentError('DeviceNotFound', `${name} disappeared`);
   return disk;
 }

@@ -36,6 +36,7 @@ export async function startStandaloneVm(o: {
   runDir: string;
   name: string;
   disk: string;
+  extraDisks?: string[];
   accel: Accel;
   memMiB?: number;
   mac?: string;
@@ -49,7 +50,7 @@ export async function startStandaloneVm(o: {
   n.writeIpxeScript(mac, ['#!ipxe', `kernel ${n.httpUrl}/ramdisk/kernel initrd=initramfs ${kernelArgs}`, `initrd --name initramfs ${n.httpUrl}/ramdisk/initramfs`, 'boot', ''].join('\n'));
   const tap = await n.addTap(`tap-${o.name.slice(-6)}`);
   const vm = startVm({
-    name: o.name, mac, net: n, tap, disk: o.disk, varsFile: join(o.runDir, `${o.name}-OVMF_VARS.fd`), accel: o.accel, memMiB: o.memMiB ?? 1536,
+    name: o.name, mac, net: n, tap, disk: o.disk, extraDisks: o.extraDisks, varsFile: join(o.runDir, `${o.name}-OVMF_VARS.fd`), accel: o.accel, memMiB: o.memMiB ?? 1536,
     boot: 'pxe', serialLog: join(o.runDir, `${o.name}-serial.log`), qemuLog: join(o.runDir, `${o.name}-qemu.log`),
   });
   // The console status line names the agent's phase and the VM's address once the API answers.
@@ -104,8 +105,8 @@ export class StandaloneRun {
   }
 
   /** Boots the ramdisk VM on this run's network; its VM and client are stopped by tearDown(). */
-  async boot(disk: string, accel: Accel): Promise<StandaloneVm> {
-    const s = await startStandaloneVm({ net: this.net!, ramdiskDir: RAMDISK_DIR, runDir: this.runDir, name: `ferrum-${this.name}`, disk, accel });
+  async boot(disk: string, accel: Accel, extraDisks: string[] = []): Promise<StandaloneVm> {
+    const s = await startStandaloneVm({ net: this.net!, ramdiskDir: RAMDISK_DIR, runDir: this.runDir, name: `ferrum-${this.name}`, disk, extraDisks, accel });
     this.vm = s.vm;
     this.client = s.client;
     return s;

@@ -61,6 +61,8 @@ export interface VmOptions {
   net: PxeNetwork;
   tap: string;
   disk: string;
+  /** More disks (raw files), after the first; each with its own serial. */
+  extraDisks?: string[];
   /** A per-run copy of OVMF_VARS (created when missing): the VM's NVRAM. */
   varsFile: string;
   serialLog: string;
@@ -102,6 +104,10 @@ export function startVm(o: VmOptions): Vm {
     '-device', `virtio-net-pci,netdev=n0,mac=${o.mac}${nicRom}`,
     '-drive', `file=${o.disk},if=none,id=d0,format=raw,cache=unsafe,discard=unmap`,
     '-device', 'virtio-blk-pci,drive=d0,serial=ferrum-e2e-disk',
+    ...(o.extraDisks ?? []).flatMap((f, i) => [
+      '-drive', `file=${f},if=none,id=d${i + 1},format=raw,cache=unsafe,discard=unmap`,
+      '-device', `virtio-blk-pci,drive=d${i + 1},serial=ferrum-e2e-disk-${i + 1}`,
+    ]),
   ];
   const out = openSync(o.qemuLog, 'a');
   const startedAt = Date.now();
