@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { AgentHttpError } from '../../src/conductor/agent-client.js';
 import { sh } from '../helpers/loop-device.js';
+import { readAt } from '../integration/support.js';
 import { chooseAccel } from './support/vm.js';
 import { FORWARDED_ISCSI_PORT, RAMDISK_DIR, StandaloneRun } from './support/standalone-vm.js';
 
@@ -34,16 +35,6 @@ const QEMU_ISCSI_DRIVER = '/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so';
 const run = new StandaloneRun('iscsi', { 'iscsi-inq': 'libiscsi-bin', 'iscsi-readcapacity16': 'libiscsi-bin', 'qemu-io': 'qemu-utils', sgdisk: 'gdisk' });
 const log = (line: string) => console.log(`[e2e-iscsi ${new Date().toISOString().slice(11, 19)}] ${line}`);
 
-function readAt(file: string, offset: number, length: number): Buffer {
-  const fd = openSync(file, 'r');
-  try {
-    const buf = Buffer.alloc(length);
-    readSync(fd, buf, 0, length, offset);
-    return buf;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function fill(file: string, offset: number, byte: number, length: number): void {
   const fd = openSync(file, 'r+');
