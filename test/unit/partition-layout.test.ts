@@ -8,7 +8,6 @@ import {
   layoutFrom,
   layoutNeedsMiB,
   mkfsCommand,
-  parseCapabilities,
   partedArgs,
   partitionUuids,
   planPartitions,
@@ -17,6 +16,7 @@ import {
   virtualSizeOf,
   type LayoutOptions,
 } from '../../src/agent/image/partition-image.js';
+import { parseCapabilities } from '../../src/agent/image/capabilities.js';
 import { FakeHost, fail, ok } from './support/fake-host.js';
 
 const base: LayoutOptions = { bootMode: 'bios', diskLabel: 'msdos', cpuArch: 'x86_64', rootMiB: 10240, swapMiB: 0, ephemeralMiB: 0, configdriveMiB: 0 };

@@ -108,6 +108,15 @@ export async function parentDisk(host: Host, partition: string): Promise<string>
   return `/dev/${posix.basename(posix.dirname(sys))}`;
 }
 
+/** /dev paths of the md arrays the kernel knows (/sys/block/md* with an md/ directory). */
+export async function mdArrays(host: Host): Promise<string[]> {
+  const arrays: string[] = [];
+  for (const name of await host.readdir('/sys/block').catch(() => [] as string[])) {
+    if (/^md/.test(name) && (await host.exists(`/sys/block/${name}/md`))) arrays.push(`/dev/${name}`);
+  }
+  return arrays;
+}
+
 /** The member devices (usually partitions) of an md device. */
 export async function mdComponents(host: Host, md: string): Promise<string[]> {
   const name = await kernelName(host, md);

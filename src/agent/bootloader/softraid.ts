@@ -4,7 +4,7 @@
 // holder disks, moving the image's ESP there if it has one.
 import type { Host } from '../host/host.js';
 import type { Logger } from '../log.js';
-import { findEfiPartitionNumber, mdComponents, parseLsblkPairs, partedTable, partitionPath, udevSettle } from './partitions.js';
+import { findEfiPartitionNumber, mdArrays, mdComponents, parseLsblkPairs, partedTable, partitionPath, udevSettle } from './partitions.js';
 
 /** IPA's raid_utils.ESP_SIZE_MIB. */
 export const ESP_SIZE_MIB = 550;
@@ -95,9 +95,8 @@ export async function prepareBootPartitionsForSoftraid(
 /** MD_UUIDs of every md array (for dracut's rd.md.uuid=). */
 export async function mdArrayUuids(host: Host): Promise<string[]> {
   const uuids: string[] = [];
-  for (const name of await host.readdir('/sys/block')) {
-    if (!/^md/.test(name) || !(await host.exists(`/sys/block/${name}/md`))) continue;
-    const res = await host.run('mdadm', ['--detail', '--export', `/dev/${name}`], { allowFailure: true, timeoutMs: 30_000 });
+  for (const md of await mdArrays(host)) {
+    const res = await host.run('mdadm', ['--detail', '--export', md], { allowFailure: true, timeoutMs: 30_000 });
     const m = /^MD_UUID=(.+)$/m.exec(res.stdout);
     if (m && !uuids.includes(m[1]!.trim())) uuids.push(m[1]!.trim());
   }

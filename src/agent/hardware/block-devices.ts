@@ -123,6 +123,12 @@ export async function listDisks(host: Host, opts: ListDisksOptions = {}): Promis
   return disks;
 }
 
+/** The partitions of `disk` as lsblk lists them now (none when it is gone); md arrays are found too. */
+export async function diskPartitions(host: Host, disk: string): Promise<BlockDevice[]> {
+  const dev = (await listDisks(host, { nested: true })).find((d) => d.name === disk);
+  return dev ? dev.children.filter((c) => c.type === 'part') : [];
+}
+
 /** The device and all its partitions, deepest first in reverse name order (the order IPA wipes them). */
 export function partitionsThenDisk(disk: BlockDevice): string[] {
   const parts: string[] = [];

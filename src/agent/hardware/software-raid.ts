@@ -6,12 +6,12 @@
 import type { Host } from '../host/host.js';
 import type { Logger } from '../log.js';
 import { AgentError } from '../errors.js';
-import { listDisks, type BlockDevice } from './block-devices.js';
+import { diskPartitions, listDisks } from './block-devices.js';
 import { eraseDiskMetadata, rescanPartitions } from './erase.js';
 import { findDevicesByHints } from './root-device-hints.js';
-import { bootModeOf } from '../image/write-image.js';
 import { ESP_SIZE_MIB } from '../bootloader/softraid.js';
-import { udevSettle } from '../bootloader/partitions.js';
+import { mdArrays, mdComponents, parentDisk, udevSettle } from '../bootloader/partitions.js';
+import { bootModeOf, parseCapabilities } from '../image/capabilities.js';
 
 export interface LogicalDisk {
   size_gb: number | 'MAX';
@@ -63,10 +63,8 @@ function mdLevel(level: string): string {
 /** IPA's partition table type: disk_label capability, else gpt for UEFI and msdos for BIOS. */
 export function partitionTableType(node: Record<string, unknown> | null): 'gpt' | 'msdos' {
   for (const where of ['instance_info', 'properties']) {
-    const caps = (node?.[where] as Record<string, unknown> | undefined)?.['capabilities'];
-    const text = typeof caps === 'string' ? caps : caps && typeof caps === 'object' ? Object.entries(caps).map(([k, v]) => `${k}:${String(v)}`).join(',') : '';
-    const m = /(?:^|,)disk_label:(gpt|msdos)/.exec(text);
-    if (m) return m[1] as 'gpt' | 'msdos';
+    const label = parseCapabilities((node?.[where] as Record<string, unknown> | undefined)?.['capabilities'])['disk_label'];
+    if (label === 'gpt' || label === 'msdos') return label;
   }
   return bootModeOf(node) === 'uefi' ? 'gpt' : 'msdos';
 }
@@ -75,11 +73,6 @@ export function partitionTableType(node: Record<string, unknown> | null): 'gpt' 
 function raidStart(bootMode: string, table: 'gpt' | 'msdos'): number {
   if (bootMode === 'uefi') return ESP_SIZE_MIB + 1; // the ESP install_bootloader makes on every holder
   return table === 'gpt' ? 8 : 1; // BIOS boot partition on GPT; the MBR gap otherwise
-}
-
-async function partitionsOf(host: Host, disk: string): Promise<BlockDevice[]> {
-  const again = (await listDisks(host)).find((d) => d.name === disk);
-  return (again?.children ?? []).filter((c) => c.type === 'part');
 }
 
 export async function createSoftwareRaid(host: Host, node: Record<string, unknown> | null, log: Logger): Promise<Record<string, unknown>> {
@@ -119,7 +112,7 @@ export async function createSoftwareRaid(host: Host, node: Record<string, unknow
   for (const [i, ld] of logical.entries()) {
     const members: string[] = [];
     for (const d of holders) {
-      const parts = await partitionsOf(host, d.name);
+      const parts = await diskPartitions(host, d.name);
       const part = parts.find((p) => new RegExp(`\\D${i + 1}$`).test(p.kname));
       if (!part) throw raidError(`partition ${i + 1} did not appear on ${d.name}`);
       members.push(part.name);
@@ -137,29 +130,19 @@ export async function createSoftwareRaid(host: Host, node: Record<string, unknow
   return raidConfig as Record<string, unknown>;
 }
 
-/** md arrays the kernel knows (/sys/block/md*). */
-async function mdArrays(host: Host): Promise<string[]> {
-  const names = (await host.readdir('/sys/block').catch(() => [] as string[])).filter((n) => /^md\d+$/.test(n));
-  const out: string[] = [];
-  for (const n of names) if (await host.exists(`/sys/block/${n}/md`)) out.push(n);
-  return out;
-}
-
 export async function deleteSoftwareRaid(host: Host, log: Logger): Promise<null> {
   const holders = new Set<string>();
   const components: string[] = [];
   for (const md of await mdArrays(host)) {
-    const members = (await host.readdir(`/sys/block/${md}/slaves`).catch(() => [] as string[])).map((s) => `/dev/${s}`);
-    log.info({ md: `/dev/${md}`, members }, `stopping /dev/${md}`);
+    const members = await mdComponents(host, md);
+    log.info({ md, members }, `stopping ${md}`);
     for (const m of members) {
       await host.assertMayDestroy(m);
       components.push(m);
-      const sys = await host.realpath(`/sys/class/block/${m.slice(5)}`).catch(() => null);
-      const parent = sys?.split('/').slice(-2, -1)[0];
-      if (parent && parent !== 'block') holders.add(`/dev/${parent}`);
+      holders.add(await parentDisk(host, m));
     }
-    const res = await host.run('mdadm', ['--stop', `/dev/${md}`], { allowFailure: true, timeoutMs: 120_000 });
-    if (res.exitCode !== 0) throw raidError(`mdadm --stop /dev/${md} failed: ${res.stderr.trim()}`);
+    const res = await host.run('mdadm', ['--stop', md], { allowFailure: true, timeoutMs: 120_000 });
+    if (res.exitCode !== 0) throw raidError(`mdadm --stop ${md} failed: ${res.stderr.trim()}`);
   }
   // Members of arrays that were not assembled count too: any partition blkid calls a RAID member.
   for (const disk of await listDisks(host)) {

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Host } from '../host/host.js';
 import type { Logger } from '../log.js';
 import { AgentError } from '../errors.js';
-import { listDisks, type BlockDevice } from '../hardware/block-devices.js';
+import { diskPartitions, type BlockDevice } from '../hardware/block-devices.js';
 import { rescanPartitions } from '../hardware/erase.js';
 
 export const MAX_CONFIGDRIVE_BYTES = 64 * 1024 * 1024;
@@ -44,11 +44,6 @@ export function isoVolumeLabel(iso: Buffer): string | null {
   return iso.subarray(pvd + 40, pvd + 72).toString('latin1').trim();
 }
 
-async function partitionsOf(host: Host, disk: string): Promise<BlockDevice[]> {
-  const dev = (await listDisks(host, { nested: true })).find((d) => d.name === disk);
-  return dev ? dev.children.filter((c) => c.type === 'part') : [];
-}
-
 async function writeInto(host: Host, device: string, iso: Buffer): Promise<void> {
   const fh = await host.openForWrite(device);
   try {
@@ -73,7 +68,7 @@ async function partitionTableType(host: Host, disk: string): Promise<'gpt' | 'do
 async function newPartition(host: Host, disk: string, before: Set<string>): Promise<string> {
   for (let i = 0; i < 20; i++) {
     await rescanPartitions(host, disk);
-    const found = (await partitionsOf(host, disk)).find((p) => !before.has(p.name));
+    const found = (await diskPartitions(host, disk)).find((p) => !before.has(p.name));
     if (found) return found.name;
     await sleep(250);
   }
@@ -84,7 +79,7 @@ async function newPartition(host: Host, disk: string, before: Set<string>): Prom
 export async function writeConfigDriveWholeDisk(host: Host, disk: BlockDevice, iso: Buffer, log: Logger): Promise<string> {
   await host.assertMayDestroy(disk.name);
   await rescanPartitions(host, disk.name);
-  const parts = await partitionsOf(host, disk.name);
+  const parts = await diskPartitions(host, disk.name);
   const existing = [];
   for (const p of parts) {
     const res = await host.run('blkid', ['-p', '-o', 'value', '-s', 'LABEL', p.name], { allowFailure: true, timeoutMs: 30_000 });

@@ -11,7 +11,7 @@
 import { readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { AgentError } from '../errors.js';
-import type { WriteOp } from './write-ops.js';
+import type { ByteRange, DiscardRanges, WriteOp } from './write-ops.js';
 
 /** Zero detection granularity: 64 KiB blocks, aligned to the device. */
 export const ZERO_BLOCK = 64 * 1024;
@@ -91,7 +91,7 @@ export interface WriterOptions {
    * the image instead of writing them, all at once at the end; per range, false when the device
    * refused (the zeros are written then).
    */
-  discard?: ((ranges: Array<{ offset: number; length: number }>) => Promise<boolean[]>) | null;
+  discard?: DiscardRanges | null;
 }
 
 /** Zero runs shorter than this are written: a discard costs a subprocess. */
@@ -109,9 +109,9 @@ export class DeviceWriter {
   private zeroBuffer: Buffer | null = null;
   private readonly inflight = new Set<Promise<void>>();
   /** A zero run waiting to be discarded (grows while the next zero blocks continue it). */
-  private pendingZero: { offset: number; length: number } | null = null;
+  private pendingZero: ByteRange | null = null;
   /** Zero runs to discard when the image is written (or earlier, if data comes for them). */
-  private readonly zeroRuns: Array<{ offset: number; length: number }> = [];
+  private readonly zeroRuns: ByteRange[] = [];
   private failure: unknown = null;
 
   constructor(
@@ -247,7 +247,7 @@ export class DeviceWriter {
   }
 
   /** Discards `runs`; what the device refuses is written as zeros. */
-  private async discardRuns(runs: Array<{ offset: number; length: number }>): Promise<void> {
+  private async discardRuns(runs: ByteRange[]): Promise<void> {
     if (runs.length === 0) return;
     const ok = await this.o.discard!(runs).catch(() => runs.map(() => false));
     for (const [i, run] of runs.entries()) {

@@ -23,6 +23,7 @@ import { decodeConfigDrive, isoVolumeLabel } from './configdrive.js';
 import { decompressing, type Compression } from './decompress.js';
 import { downloadImage, fetchText } from './download.js';
 import { detectFormat, type ImageFormat, type StreamResult } from './stream-image.js';
+import { asObject as obj, parseCapabilities } from './capabilities.js';
 import { diskByName, downloadOptions, streamVerified, type WriteContext, type WriteRequest } from './write-image.js';
 
 const MiB = 1024 * 1024;
@@ -103,29 +104,6 @@ export function layoutNeedsMiB(plan: readonly PlannedPartition[], label: DiskLab
 
 // ---------------------------------------------------------------------------------------------
 // Boot mode, disk label, architecture (IPA utils.get_node_boot_mode / get_partition_table_type_from_specs)
-
-function obj(v: unknown): Record<string, unknown> {
-  return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
-}
-
-/** Ironic capabilities: a dict, a JSON string or "k1:v1,k2:v2". */
-export function parseCapabilities(v: unknown): Record<string, unknown> {
-  if (typeof v === 'string') {
-    try {
-      const parsed: unknown = JSON.parse(v);
-      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
-    } catch {
-      // key:value pairs
-    }
-    const caps: Record<string, unknown> = {};
-    for (const pair of v.split(',')) {
-      const i = pair.indexOf(':');
-      if (i > 0) caps[pair.slice(0, i).trim()] = pair.slice(i + 1).trim();
-    }
-    return caps;
-  }
-  return obj(v);
-}
 
 const asBootMode = (v: unknown): BootMode | null => {
   const t = typeof v === 'string' ? v.toLowerCase() : null;

@@ -15,8 +15,9 @@ import { fetchText, type DownloadOptions } from './download.js';
 import { ImageProgress } from './progress.js';
 import { streamImageToDevice, type StreamResult } from './stream-image.js';
 import { discardRanges, punchesHoles, zeroOutIfCheap } from './zero-out.js';
+import { bootModeOf } from './capabilities.js';
 import { FileSpillArea } from './spill-area.js';
-import type { SpillArea } from './write-ops.js';
+import type { DiscardRanges, SpillArea } from './write-ops.js';
 import type { FileHandle } from 'node:fs/promises';
 
 /** The device opened with O_DIRECT for the image writer; null where the device refuses it. */
@@ -115,7 +116,7 @@ export async function streamVerified(
   // unknown up front, as for compressed raw images).
   const zeroSpan = virtualSize !== null ? Math.min(device.size, Math.ceil(virtualSize / 4096) * 4096) : device.size;
   const preZeroed = await zeroOutIfCheap(s.host, device.name, zeroSpan, log);
-  let discard: ((ranges: Array<{ offset: number; length: number }>) => Promise<boolean[]>) | null = null;
+  let discard: DiscardRanges | null = null;
   if (!preZeroed && (await punchesHoles(s.host, device.name))) {
     log.info({ device: device.name }, 'loop device: zero runs of the image will be discarded (holes punched) instead of written');
     discard = (ranges) => discardRanges(s.host, device.name, ranges);
@@ -277,15 +278,4 @@ async function wholeDiskUuids(s: Services, device: string, info: ImageInfo): Pro
     if (esp?.partuuid) uuids['efi system partition uuid'] = esp.partuuid;
   }
   return uuids;
-}
-
-export function bootModeOf(node: Record<string, unknown> | null | undefined): 'uefi' | 'bios' | null {
-  const ii = node?.['instance_info'] as Record<string, unknown> | undefined;
-  const fromInstance = ii?.['deploy_boot_mode'];
-  if (fromInstance === 'uefi' || fromInstance === 'bios') return fromInstance;
-  const caps = (node?.['properties'] as Record<string, unknown> | undefined)?.['capabilities'];
-  const m = typeof caps === 'string' ? /(?:^|,)boot_mode:(uefi|bios)/.exec(caps) : null;
-  if (m) return m[1] as 'uefi' | 'bios';
-  const dii = (node?.['driver_internal_info'] as Record<string, unknown> | undefined)?.['deploy_boot_mode'];
-  return dii === 'uefi' || dii === 'bios' ? dii : null;
 }

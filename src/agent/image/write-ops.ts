@@ -27,6 +27,18 @@ export interface SizeOp {
 
 export type WriteOp = DataOp | ZeroOp | SizeOp;
 
+/** A byte range of the target. */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+/**
+ * Discards ranges of the target where a discard leaves zeros (a loop device's punched hole);
+ * per range, false when the device refused it.
+ */
+export type DiscardRanges = (ranges: ByteRange[]) => Promise<boolean[]>;
+
 /**
  * Scratch space for data a streaming reader cannot place yet (a qcow2 cluster whose L2 table comes
  * later in the file). On a real deploy it lives on the target disk beyond the image's virtual

@@ -10,6 +10,7 @@
 import { posix } from 'node:path';
 import type { Host } from '../host/host.js';
 import type { Logger } from '../log.js';
+import type { ByteRange } from './write-ops.js';
 
 // A probe big enough that timing noise does not decide: 256 MiB takes ~1 s on an HDD, ~0 when offloaded.
 const PROBE_BYTES = 256 * 1024 * 1024;
@@ -64,7 +65,7 @@ export async function punchesHoles(host: Host, device: string): Promise<boolean>
 const DISCARD_SCRIPT = 'while read -r off len; do if blkdiscard --offset "$off" --length "$len" "$1" 2>/dev/null; then echo ok; else echo no; fi; done';
 
 /** Discards each range of `device`; per range, false when the device refused it. */
-export async function discardRanges(host: Host, device: string, ranges: ReadonlyArray<{ offset: number; length: number }>): Promise<boolean[]> {
+export async function discardRanges(host: Host, device: string, ranges: ByteRange[]): Promise<boolean[]> {
   if (ranges.length === 0) return [];
   const input = ranges.map((r) => `${r.offset} ${r.length}\n`).join('');
   const res = await host.run('sh', ['-c', DISCARD_SCRIPT, 'ferrum-discard', device], { input, allowFailure: true, timeoutMs: 600_000 });
