@@ -6,8 +6,8 @@ import { AGENT_COMMANDS, type CommandParams } from '../../protocol/agent-command
 import type { CommandDefinition } from '../executor.js';
 import type { Services } from '../services.js';
 import { chooseInstallDevice } from '../hardware/install-device.js';
+import { diskByName } from '../hardware/block-devices.js';
 import { eraseDiskMetadata } from '../hardware/erase.js';
-import { diskByName } from '../image/write-image.js';
 import { DEFAULT_PORTAL_PORT, defaultIqn, iqnProblem, listIscsiTargets, startIscsiTarget, stopIscsiTarget } from '../hardware/iscsi-target.js';
 import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -27,7 +27,7 @@ export function iscsiCommands(s: Services): CommandDefinition[] {
         const port = p.portal_port ?? DEFAULT_PORTAL_PORT;
         const node = (s.state.node as Record<string, unknown> | null) ?? null;
         const chosen = await chooseInstallDevice(s.host, node, ctx.log, { waitAttempts: s.config.diskWaitAttempts, waitDelaySec: s.config.diskWaitDelay });
-        if (p.wipe_disk_metadata === true) await eraseDiskMetadata(s.host, await diskByName(s, chosen.name), ctx.log);
+        if (p.wipe_disk_metadata === true) await eraseDiskMetadata(s.host, await diskByName(s.host, chosen.name), ctx.log);
         await startIscsiTarget(s.host, ctx.log, { iqn, device: chosen.name, port });
         return { iscsi_target_iqn: iqn };
       },

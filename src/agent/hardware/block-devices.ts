@@ -1,5 +1,6 @@
 // Block devices from `lsblk --json`, limited to what the agent may see (--devices), with partitions.
 import { posix } from 'node:path';
+import { AgentError } from '../errors.js';
 import type { Host } from '../host/host.js';
 
 export interface BlockDevice {
@@ -121,6 +122,13 @@ export async function listDisks(host: Host, opts: ListDisksOptions = {}): Promis
   };
   walk(devices.flatMap((d) => d.children));
   return disks;
+}
+
+/** The disk called `name` as lsblk sees it now; md arrays (nested under their members) are found too. */
+export async function diskByName(host: Host, name: string): Promise<BlockDevice> {
+  const disk = (await listDisks(host, { nested: true })).find((d) => d.name === name);
+  if (!disk) throw new AgentError('DeviceNotFound', `${name} disappeared`);
+  return disk;
 }
 
 /** The partitions of `disk` as lsblk lists them now (none when it is gone); md arrays are found too. */

@@ -15,7 +15,7 @@ import type { Host } from '../host/host.js';
 import { HostCommandError } from '../host/host.js';
 import type { Logger } from '../log.js';
 import type { Services } from '../services.js';
-import type { BlockDevice } from '../hardware/block-devices.js';
+import { diskByName, type BlockDevice } from '../hardware/block-devices.js';
 import { chooseInstallDevice } from '../hardware/install-device.js';
 import { eraseDiskMetadata, rescanPartitions } from '../hardware/erase.js';
 import { expectedDigest, type ExpectedDigest } from './checksum.js';
@@ -24,7 +24,7 @@ import { decompressing, type Compression } from './decompress.js';
 import { downloadImage, fetchText } from './download.js';
 import { detectFormat, type ImageFormat, type StreamResult } from './stream-image.js';
 import { asObject as obj, parseCapabilities } from './capabilities.js';
-import { diskByName, downloadOptions, streamVerified, type WriteContext, type WriteRequest } from './write-image.js';
+import { downloadOptions, streamVerified, type WriteContext, type WriteRequest } from './write-image.js';
 
 const MiB = 1024 * 1024;
 
@@ -242,7 +242,7 @@ async function runTool(host: Host, cmd: string, args: string[], timeoutMs = 600_
 
 /** The disk's partitions by partition number (sysfs `partition`). */
 async function partitionsByNumber(s: Services, disk: string): Promise<Map<number, BlockDevice>> {
-  const dev = await diskByName(s, disk);
+  const dev = await diskByName(s.host, disk);
   const out = new Map<number, BlockDevice>();
   for (const c of dev.children) {
     if (c.type !== 'part') continue;
@@ -400,7 +400,7 @@ export async function writePartitionImage(s: Services, req: WriteRequest, ctx: W
     signal: ctx.signal,
   });
   await s.host.assertMayDestroy(chosen.name);
-  const disk = await diskByName(s, chosen.name);
+  const disk = await diskByName(s.host, chosen.name);
 
   const bootMode = resolveBootMode(info, node, await ramdiskBootMode(s.host));
   const label = resolveDiskLabel(bootMode, info, node);
@@ -500,7 +500,7 @@ async function wipeAfterFailure(s: Services, disk: string, preservedRoot: BlockD
       await wipePartition(s.host, preservedRoot.name, preservedRoot.size);
       log.error({ partition: preservedRoot.name }, 'partition image write failed; root partition wiped (ephemeral partition kept)');
     } else {
-      await eraseDiskMetadata(s.host, await diskByName(s, disk), log);
+      await eraseDiskMetadata(s.host, await diskByName(s.host, disk), log);
       log.error({ device: disk }, 'partition image write failed; partition table wiped');
     }
   } catch (e) {

@@ -6,7 +6,7 @@ import type { PartitionUuids } from '../../protocol/agent-commands.js';
 import { AgentError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Services } from '../services.js';
-import { listDisks, type BlockDevice } from '../hardware/block-devices.js';
+import { diskByName, listDisks, type BlockDevice } from '../hardware/block-devices.js';
 import { chooseInstallDevice } from '../hardware/install-device.js';
 import { eraseDiskMetadata, rescanPartitions } from '../hardware/erase.js';
 import { checksumError, createDigest, expectedDigest, type ExpectedDigest } from './checksum.js';
@@ -88,13 +88,6 @@ export async function diskSignature(s: Services, device: string): Promise<string
   }
 }
 
-export async function diskByName(s: Services, name: string): Promise<BlockDevice> {
-  // nested: the install device may be an md array, which lsblk lists under its member partitions.
-  const disk = (await listDisks(s.host, { nested: true })).find((d) => d.name === name);
-  if (!disk) throw new AgentError('DeviceNotFound', `${name} disappeared`);
-  return disk;
-}
-
 /** Where a qcow2 reader spills on the target device (shared with partition-image.ts). */
 export const fileSpill = (handle: FileHandle, start: number, capacity: number): SpillArea => new FileSpillArea(handle, start, capacity);
 
@@ -163,7 +156,7 @@ async function writeVerified(
 ): Promise<StreamResult> {
   // The disk as the kernel sees it now: a failed attempt may have changed its partitions, and
   // wiping partitions that are gone fails (or, with --devices, is refused).
-  await eraseDiskMetadata(s.host, await diskByName(s, disk.name), ctx.log);
+  await eraseDiskMetadata(s.host, await diskByName(s.host, disk.name), ctx.log);
   return streamVerified(s, disk, disk.size, info, expected, ctx, virtualSize);
 }
 
@@ -180,7 +173,7 @@ export async function writeImage(s: Services, req: WriteRequest, ctx: WriteConte
     signal: ctx.signal,
   });
   await s.host.assertMayDestroy(chosen.name);
-  const disk = await diskByName(s, chosen.name);
+  const disk = await diskByName(s.host, chosen.name);
   const cached = s.state.cachedImage;
   const alreadyThere = !req.force && cached?.id === info.id && cached.device === disk.name;
   if (!alreadyThere) {
@@ -213,7 +206,7 @@ export async function writeImage(s: Services, req: WriteRequest, ctx: WriteConte
         // learns about them from a rescan), not the ones the disk had before.
         const wipe = async () => {
           await rescanPartitions(s.host, disk.name);
-          await eraseDiskMetadata(s.host, await diskByName(s, disk.name), log);
+          await eraseDiskMetadata(s.host, await diskByName(s.host, disk.name), log);
         };
         await wipe().catch((e: unknown) => log.error({ err: (e as Error).message }, 'could not wipe the disk after a failed write'));
         const retry = err instanceof AgentError && err.type === 'ImageChecksumError' && attempt < 2;
@@ -239,7 +232,7 @@ export async function writeImage(s: Services, req: WriteRequest, ctx: WriteConte
   if (configdrive) {
     ctx.progress.phase = 'configdrive';
     const raw = /^https?:\/\//i.test(configdrive) ? await fetchText(configdrive, downloadOptions(s, info, log, ctx.signal)) : configdrive;
-    await writeConfigDriveWholeDisk(s.host, await diskByName(s, disk.name), decodeConfigDrive(raw), log);
+    await writeConfigDriveWholeDisk(s.host, await diskByName(s.host, disk.name), decodeConfigDrive(raw), log);
   }
   const uuids = await wholeDiskUuids(s, disk.name, info);
   s.state.partitionUuids = uuids;
@@ -262,7 +255,7 @@ async function finishWholeDisk(s: Services, disk: BlockDevice, result: StreamRes
     }
   }
   await rescanPartitions(s.host, disk.name);
-  const after = await diskByName(s, disk.name);
+  const after = await diskByName(s.host, disk.name);
   if (!after.children.some((c) => c.type === 'part')) {
     await eraseDiskMetadata(s.host, after, log);
     throw new AgentError('DeploymentError', `the image written to ${disk.name} has no partition table: a whole-disk image must be partitioned`);
@@ -273,7 +266,7 @@ async function wholeDiskUuids(s: Services, device: string, info: ImageInfo): Pro
   const uuids: PartitionUuids = { 'root uuid': await diskSignature(s, device) };
   const bootMode = info.deploy_boot_mode ?? bootModeOf(s.state.node);
   if (bootMode === 'uefi') {
-    const disk = await diskByName(s, device);
+    const disk = await diskByName(s.host, device);
     const esp = disk.children.find((c) => c.parttype && ESP_PARTTYPES.has(c.parttype.toLowerCase()));
     if (esp?.partuuid) uuids['efi system partition uuid'] = esp.partuuid;
   }
