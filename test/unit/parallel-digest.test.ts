@@ -3,7 +3,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { inlineDigest, parallelDigest } from '../../src/agent/image/parallel-digest.js';
-import { allocateShared } from '../../src/agent/image/device-writer.js';
+import { allocateShared } from '../../src/agent/image/shared-memory.js';
 
 function shared(bytes: Buffer): Buffer {
   const b = allocateShared(bytes.length + 100).subarray(37, 37 + bytes.length); // not at the start of its memory

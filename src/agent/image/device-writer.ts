@@ -12,6 +12,7 @@ import { readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { AgentError } from '../errors.js';
 import type { ByteRange, DiscardRanges, WriteOp } from './write-ops.js';
+import { allocateShared, copyIntoShared } from './shared-memory.js';
 
 /** Zero detection granularity: 64 KiB blocks, aligned to the device. */
 export const ZERO_BLOCK = 64 * 1024;
@@ -22,11 +23,6 @@ export const MAX_WRITE = 4 * 1024 * 1024;
 export const DIRECT_ALIGN = 4096;
 /** Written (never modified) for zero ranges on devices that were not zeroed out beforehand. */
 const ZERO_WRITE = Buffer.alloc(MAX_WRITE);
-
-/** `size` bytes of shared memory: a hash worker can read them where they are (no copy). */
-export function allocateShared(size: number): Buffer {
-  return Buffer.from(new SharedArrayBuffer(size));
-}
 
 /**
  * Allocates `size` bytes whose address suits O_DIRECT on `fd`, or null when none can be found.
@@ -195,7 +191,7 @@ export class DeviceWriter {
     while (off < data.length) {
       this.staged ??= { buf: await this.pool.acquire(), start: offset + off, fill: 0 };
       const st = this.staged;
-      const n = data.copy(st.buf, st.fill, off, Math.min(data.length, off + MAX_WRITE - st.fill));
+      const n = copyIntoShared(data, st.buf, st.fill, off, Math.min(data.length, off + MAX_WRITE - st.fill));
       st.fill += n;
       off += n;
       if (st.fill === MAX_WRITE) await this.flushStage();
@@ -365,7 +361,7 @@ export async function* rawOps(source: AsyncIterable<Buffer>, pool: BufferPool): 
     let off = 0;
     while (off < chunk.length) {
       buf ??= await pool.acquire();
-      const n = chunk.copy(buf, fill, off, Math.min(chunk.length, off + MAX_WRITE - fill));
+      const n = copyIntoShared(chunk, buf, fill, off, Math.min(chunk.length, off + MAX_WRITE - fill));
       fill += n;
       off += n;
       if (fill === MAX_WRITE) {

@@ -6,6 +6,7 @@
 // where they are with updateShared(): no copy at all.
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import { copyIntoShared } from './shared-memory.js';
 
 export interface StreamDigest {
   /** Adds bytes; returns a promise only when the caller must wait for a free slot. */
@@ -125,7 +126,7 @@ class WorkerDigest implements StreamDigest {
     let off = 0;
     // Fast path: the chunk fits in the slot being filled (the common case, chunks are ~64 KiB).
     if (this.current >= 0 && chunk.length <= SLOT_BYTES - this.fill) {
-      chunk.copy(this.slots[this.current]!, this.fill);
+      copyIntoShared(chunk, this.slots[this.current]!, this.fill);
       this.fill += chunk.length;
       if (this.fill === SLOT_BYTES) this.post();
       return;
@@ -134,7 +135,7 @@ class WorkerDigest implements StreamDigest {
       while (off < chunk.length) {
         if (this.current < 0) await this.acquire();
         const n = Math.min(chunk.length - off, SLOT_BYTES - this.fill);
-        chunk.copy(this.slots[this.current]!, this.fill, off, off + n);
+        copyIntoShared(chunk, this.slots[this.current]!, this.fill, off, off + n);
         this.fill += n;
         off += n;
         if (this.fill === SLOT_BYTES) this.post();
