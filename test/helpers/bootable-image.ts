@@ -1,5 +1,6 @@
 // A real Debian bookworm root file system for boot loader tests: built once with mmdebstrap
-// (minbase + linux-image-cloud-amd64 + grub-pc, and GRUB's x86_64-efi modules for UEFI) into a tarball cached under $FERRUM_CACHE_DIR or
+// (minbase + linux-image-cloud-amd64 + grub-pc, GRUB's x86_64-efi modules for UEFI, and mdadm so
+// its initramfs assembles a software RAID root) into a tarball cached under $FERRUM_CACHE_DIR or
 // ~/.cache/ferrum, keyed by ROOTFS_VERSION; then unpacked onto a partition of a test loop device,
 // with an fstab, GRUB defaults for a serial console and an init that prints a marker and powers
 // off, so that booting the disk in QEMU proves the boot loader works. Building fails loudly: a
@@ -14,8 +15,8 @@ import { promisify } from 'node:util';
 const exec = promisify(execFile);
 
 /** Change this when the package set or the build command changes: the cache key. */
-export const ROOTFS_VERSION = 'bookworm-minbase-cloudkernel-grubpc-grubefi-v2';
-export const ROOTFS_PACKAGES = ['linux-image-cloud-amd64', 'grub-pc', 'grub-efi-amd64-bin', 'initramfs-tools'];
+export const ROOTFS_VERSION = 'bookworm-minbase-cloudkernel-grubpc-grubefi-mdadm-v3';
+export const ROOTFS_PACKAGES = ['linux-image-cloud-amd64', 'grub-pc', 'grub-efi-amd64-bin', 'initramfs-tools', 'mdadm'];
 
 export function cacheDir(): string {
   return process.env['FERRUM_CACHE_DIR'] ?? join(homedir(), '.cache', 'ferrum');
@@ -94,7 +95,9 @@ export function markerScript(marker: string): string {
     '#!/bin/sh',
     '# PID 1 of the test image: prove the root file system came up, then power off.',
     'mount -t proc proc /proc 2>/dev/null',
-    `echo "${marker} root=$(sed -n 's/.*root=\\([^ ]*\\).*/\\1/p' /proc/cmdline)"`,
+    // root= as the kernel was told, dev= the block device the initramfs mounted as / (an md
+    // partition for a RAID root).
+    `echo "${marker} root=$(sed -n 's/.*root=\\([^ ]*\\).*/\\1/p' /proc/cmdline) dev=$(awk '$2 == "/" { print $1; exit }' /proc/mounts)"`,
     'sync',
     'echo o > /proc/sysrq-trigger',
     'sleep 60',

@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { GRUB_DEFAULTS, ROOTFS_VERSION, cacheDir, markerScript, rootfsTarball } from '../../helpers/bootable-image.js';
 
 const exec = promisify(execFile);
-export const PARTITION_IMAGE_VERSION = 'v1';
+export const PARTITION_IMAGE_VERSION = 'v2';
 export const PARTITION_OS_MARKER = 'FERRUM-E2E-PARTITION-IMAGE-BOOTED';
 
 export interface PartitionImage {
@@ -70,6 +70,88 @@ export async function partitionImage(log: (line: string) => void): Promise<Parti
     const sum = await sha256(partial);
     await rename(partial, path);
     const m = { bytes: statSync(path).size, sha256: sum, rootUuid: uuid, virtualBytes: sizeMiB * 2 ** 20 };
+    writeFileSync(meta, `${JSON.stringify(m)}\n`);
+    return { ...m, path, builtSeconds: (Date.now() - started) / 1000 };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+export const WHOLE_DISK_IMAGE_VERSION = 'uefi-v1';
+
+export interface WholeDiskImage {
+  /** qcow2 of the whole disk: GPT, an ESP at 1 MiB, the root file system after it */
+  path: string;
+  bytes: number;
+  sha256: string;
+  /** the root file system's UUID (what the booted kernel's root= must name) */
+  rootUuid: string;
+  builtSeconds: number;
+}
+
+/** GRUB's config inside the image's own EFI loader: find the root by its UUID (on md too) and boot it. */
+function embeddedGrubConfig(rootUuid: string): string {
+  return [
+    'serial --unit=0 --speed=115200',
+    'terminal_input serial',
+    'terminal_output serial',
+    'insmod part_gpt',
+    'insmod part_msdos',
+    'insmod mdraid1x',
+    'insmod ext2',
+    `search --no-floppy --fs-uuid --set=root ${rootUuid}`,
+    'echo "GRUB (the image\'s own EFI loader): root is $root"',
+    `linux /vmlinuz root=UUID=${rootUuid} ro console=ttyS0,115200 init=/usr/local/sbin/ferrum-boot-marker panic=-1`,
+    'initrd /initrd.img',
+    'boot',
+    '',
+  ].join('\n');
+}
+
+/**
+ * The same root file system as a UEFI whole-disk image, as cloud images are made: GPT, an ESP
+ * holding the image's own loader at the fallback path (a standalone GRUB whose embedded config
+ * finds the root by UUID, through md if it has to), and the root. For software RAID,
+ * image.install_bootloader moves that ESP onto a RAID-1 ESP over the holder disks, as IPA does.
+ * Built without loop devices or mounts: mkfs.vfat + mtools for the ESP, sgdisk and dd for the disk.
+ */
+export async function wholeDiskImage(log: (line: string) => void): Promise<WholeDiskImage> {
+  const dir = join(cacheDir(), 'e2e');
+  const base = join(dir, `whole-disk-${ROOTFS_VERSION}-${PARTITION_IMAGE_VERSION}-${WHOLE_DISK_IMAGE_VERSION}`);
+  const path = `${base}.qcow2`;
+  const meta = `${base}.json`;
+  if (existsSync(path) && existsSync(meta)) {
+    const m = JSON.parse(readFileSync(meta, 'utf8')) as Omit<WholeDiskImage, 'path' | 'builtSeconds'>;
+    return { ...m, path, builtSeconds: 0 };
+  }
+  const started = Date.now();
+  const part = await partitionImage(log);
+  const work = await mkdtemp(join(dir, 'whole-disk-build-'));
+  try {
+    const MiB = 2 ** 20;
+    const espMiB = 64;
+    const cfg = join(work, 'grub.cfg');
+    await writeFile(cfg, embeddedGrubConfig(part.rootUuid));
+    const loader = join(work, 'BOOTX64.EFI');
+    await exec('grub-mkstandalone', ['-O', 'x86_64-efi', '-o', loader, '--modules=part_gpt part_msdos mdraid1x ext2 search serial linux', `boot/grub/grub.cfg=${cfg}`]);
+    const esp = join(work, 'esp.fat');
+    await exec('mkfs.vfat', ['-C', '-n', 'IMAGE-ESP', esp, String(espMiB * 1024)]);
+    const mt = { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } };
+    await exec('mmd', ['-i', esp, '::/EFI', '::/EFI/BOOT'], mt);
+    await exec('mcopy', ['-i', esp, loader, '::/EFI/BOOT/BOOTX64.EFI'], mt);
+    const ext4 = join(work, 'root.ext4');
+    await exec('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', part.path, ext4]);
+    const raw = join(work, 'disk.raw');
+    const rootStart = (1 + espMiB) * MiB;
+    await exec('truncate', ['-s', String(rootStart + part.virtualBytes + MiB), raw]);
+    await exec('sgdisk', ['-n', `1:2048:+${espMiB}M`, '-t', '1:ef00', '-c', '1:EFI system', '-n', `2:${rootStart / 512}:0`, '-t', '2:8300', '-c', '2:root', raw]);
+    await exec('dd', [`if=${esp}`, `of=${raw}`, 'bs=1M', 'seek=1', 'conv=notrunc', 'status=none']);
+    await exec('dd', [`if=${ext4}`, `of=${raw}`, 'bs=1M', `seek=${rootStart / MiB}`, 'conv=notrunc,sparse', 'status=none']);
+    const partial = `${path}.partial-${process.pid}`;
+    await exec('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, partial]);
+    const sum = await sha256(partial);
+    await rename(partial, path);
+    const m = { bytes: statSync(path).size, sha256: sum, rootUuid: part.rootUuid };
     writeFileSync(meta, `${JSON.stringify(m)}\n`);
     return { ...m, path, builtSeconds: (Date.now() - started) / 1000 };
   } finally {
