@@ -16,8 +16,8 @@ import type { ImageInfo } from '../../src/protocol/image-info.js';
 import type { Node } from '../../src/protocol/steps.js';
 import { readAt } from '../integration/support.js';
 import { PARTITION_OS_MARKER, wholeDiskImage, type WholeDiskImage } from './support/partition-image.js';
-import { RAMDISK_DIR, StandaloneRun } from './support/standalone-vm.js';
-import { OVMF_VARS, chooseAccel, startVm, type AccelChoice } from './support/vm.js';
+import { StandaloneRun } from './support/standalone-vm.js';
+import { OVMF_VARS, startVm, type AccelChoice } from './support/vm.js';
 
 const DISK_BYTES = 5 * 2 ** 30;
 const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
@@ -52,11 +52,8 @@ function mdSuperblock10(disk: string, p: GptPartition): { magic: number; major: 
 
 describe('Ferrum ramdisk: an OS boots from a software RAID-1 root (UEFI, two disks), also degraded', () => {
   beforeAll(async () => {
-    const [a, img, r] = await Promise.allSettled([chooseAccel(join(RAMDISK_DIR, 'kernel')), wholeDiskImage(log), run.setUp()]);
-    for (const x of [a, img, r]) if (x.status === 'rejected') throw x.reason;
-    accel = (a as PromiseFulfilledResult<AccelChoice>).value;
-    image = (img as PromiseFulfilledResult<WholeDiskImage>).value;
-    log(`accelerator: ${accel.accel}; whole-disk image ${(image.bytes / 1e6).toFixed(0)} MB qcow2${image.builtSeconds ? `, built in ${image.builtSeconds.toFixed(0)} s` : ', cached'}`);
+    ({ accel, built: image } = await run.setUpWith(wholeDiskImage(log)));
+    log(`accelerator: ${accel!.accel}; whole-disk image ${(image!.bytes / 1e6).toFixed(0)} MB qcow2${image!.builtSeconds ? `, built in ${image!.builtSeconds.toFixed(0)} s` : ', cached'}`);
   }, 1_800_000);
   afterAll(() => run.tearDown(), 120_000);
 

@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { ImageInfo } from '../../src/protocol/image-info.js';
 import { PARTITION_OS_MARKER, partitionImage, type PartitionImage } from './support/partition-image.js';
-import { RAMDISK_DIR, StandaloneRun } from './support/standalone-vm.js';
-import { chooseAccel, startVm, type AccelChoice } from './support/vm.js';
+import { StandaloneRun } from './support/standalone-vm.js';
+import { startVm, type AccelChoice } from './support/vm.js';
 
 const DISK_GIB = 6;
 const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
@@ -29,10 +29,7 @@ const diagnostics = () => run.diagnostics();
 
 describe('Ferrum ramdisk: UEFI GRUB for a partition image, in a VM with OVMF', () => {
   beforeAll(async () => {
-    const [a, img, r] = await Promise.allSettled([chooseAccel(join(RAMDISK_DIR, 'kernel')), partitionImage(log), run.setUp()]);
-    for (const x of [a, img, r]) if (x.status === 'rejected') throw x.reason;
-    accel = (a as PromiseFulfilledResult<AccelChoice>).value;
-    image = (img as PromiseFulfilledResult<PartitionImage>).value;
+    ({ accel, built: image } = await run.setUpWith(partitionImage(log)));
     log(`accelerator: ${accel.accel} (${accel.reason}); partition image ${image.path} (${(image.bytes / 1e6).toFixed(0)} MB qcow2${image.builtSeconds ? `, built in ${image.builtSeconds.toFixed(0)} s` : ', cached'})`);
   }, 1_800_000);
   afterAll(() => run.tearDown(), 120_000);

@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentClient } from '../../../src/conductor/agent-client.js';
 import { assertCommands, createPxeNetwork, type PxeNetwork } from './pxe-network.js';
-import { serialTail, startVm, type Accel, type Vm } from './vm.js';
+import { chooseAccel, serialTail, startVm, type Accel, type AccelChoice, type Vm } from './vm.js';
 
 export const FORWARDED_AGENT_PORT = 19999;
 export const FORWARDED_ISCSI_PORT = 13260;
@@ -102,6 +102,16 @@ export class StandaloneRun {
     }
     this.runDir = await mkdtemp(`/tmp/ferrum-e2e-${this.name}-`);
     this.net = await createPxeNetwork({ stateDir: join(this.runDir, 'net') });
+  }
+
+  /**
+   * setUp(), the accelerator probe and a slow build (a disk image) at once: the first failure
+   * throws once all three have settled.
+   */
+  async setUpWith<T>(build: Promise<T>): Promise<{ accel: AccelChoice; built: T }> {
+    const [a, b, r] = await Promise.allSettled([chooseAccel(join(RAMDISK_DIR, 'kernel')), build, this.setUp()]);
+    for (const x of [a, b, r]) if (x.status === 'rejected') throw x.reason;
+    return { accel: (a as PromiseFulfilledResult<AccelChoice>).value, built: (b as PromiseFulfilledResult<T>).value };
   }
 
   /** Boots the ramdisk VM on this run's network; its VM and client are stopped by tearDown(). */
