@@ -23,7 +23,9 @@ const DISK_BYTES = 5 * 2 ** 30;
 const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
 const MD_MAGIC = 0xa92b4efc;
 
-const run = new StandaloneRun('raidboot', { mmdebstrap: 'mmdebstrap', mdir: 'mtools', sfdisk: 'fdisk', 'qemu-img': 'qemu-utils', 'mkfs.ext4': 'e2fsprogs' });
+const run = new StandaloneRun('raidboot', {
+  mmdebstrap: 'mmdebstrap', mdir: 'mtools', sfdisk: 'fdisk', sgdisk: 'gdisk', 'qemu-img': 'qemu-utils', 'mkfs.ext4': 'e2fsprogs', 'mkfs.vfat': 'dosfstools', 'grub-mkstandalone': 'grub-common',
+});
 let image: WholeDiskImage | null = null;
 let accel: AccelChoice | null = null;
 
