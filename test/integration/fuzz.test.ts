@@ -634,36 +634,37 @@ describe(`fuzzing the command API (seed ${SEED})`, () => {
     // Streamed (chunked, no length): refused once 128 MiB have arrived.
     for (const contentType of ['application/json', 'text/plain']) {
       sent++;
-      // A raw socket: the agent answers 413 and closes while the body is still being sent, and the
-      // write that then fails (EPIPE, ECONNRESET) must not hide the answer already received.
-      const res = await new Promise<{ status: number; json: unknown }>((resolve, reject) => {
+      // A raw socket that sends its whole body (140 MiB) before it reads anything, as a simple
+      // synchronous client does. The agent answers 413 once 128 MiB have arrived; it must then
+      // keep reading (lingering close): a socket closed with unread data sends a RST, which
+      // destroys the answer at the client before it is read (the client saw EPIPE and nothing else).
+      const res = await new Promise<{ status: number; json: unknown; writeError: string | null }>((resolve, reject) => {
         const sock = net.connect(port, '127.0.0.1');
         const got: Buffer[] = [];
-        let answered = false;
-        sock.on('data', (d: Buffer) => {
-          got.push(d);
-          answered = true;
-        });
-        sock.on('error', () => undefined); // the write after the agent closed: expected
-        sock.on('close', () => {
+        let writeError: string | null = null;
+        let written = 0;
+        sock.on('data', (d: Buffer) => got.push(d));
+        sock.pause(); // nothing is read until the whole body is written
+        sock.on('error', (e: NodeJS.ErrnoException) => (writeError ??= e.code ?? e.message));
+        sock.once('close', () => {
           const r = parseResponses(Buffer.concat(got).toString('latin1')).responses[0];
-          if (!r) return reject(new Error(`no answer to a ${contentType} body streamed beyond the limit`));
-          resolve({ status: r.status, json: JSON.parse(r.body) as unknown });
+          if (!r) return reject(new Error(`no answer to a ${contentType} body streamed beyond the limit (${written} MiB written, ${writeError ?? 'no write error'})`));
+          resolve({ status: r.status, json: JSON.parse(r.body) as unknown, writeError });
         });
         sock.setTimeout(60_000, () => sock.destroy());
         const chunk = Buffer.concat([Buffer.from(`100000\r\n`), Buffer.alloc(1024 * 1024, 0x61), Buffer.from('\r\n')]);
-        let written = 0;
         const pump = () => {
-          while (!answered && !sock.destroyed && written < 160) {
+          while (written < 140 && !sock.destroyed) {
             written++;
             if (!sock.write(chunk)) return void sock.once('drain', pump);
           }
-          if (!answered && !sock.destroyed) sock.end('0\r\n\r\n');
+          sock.resume();
         };
         const start = '{"name":"standby.get_partition_uuids","params":{"x":"';
         sock.write(`POST /v1/commands/ HTTP/1.1\r\nHost: a\r\nContent-Type: ${contentType}\r\nTransfer-Encoding: chunked\r\n\r\n${start.length.toString(16)}\r\n${start}\r\n`);
         pump();
       });
+      expect(res.writeError, 'the client could send its whole body').toBeNull();
       expect(res.status).toBe(413);
       expect(isFaultBody(res.json, 413)).toBe(true);
       expect((res.json as { faultstring: string }).faultstring).toMatch(/^413 Request Entity Too Large/);

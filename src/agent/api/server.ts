@@ -11,6 +11,7 @@ import { AgentError, errors } from '../errors.js';
 import type { Executor } from '../executor.js';
 import type { AgentState } from '../state.js';
 import type { Logger } from '../log.js';
+import { lingerOnClose } from './lingering-close.js';
 
 export interface ApiDeps {
   executor: Executor;
@@ -153,6 +154,8 @@ export function buildApi(deps: ApiDeps, tls: TlsMaterial | null): FastifyInstanc
   });
 
   app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
+    // Answered before its body has all arrived (a body over the limit): close without a RST.
+    if (!req.raw.complete) lingerOnClose(req.raw.socket);
     if (err instanceof AgentError) {
       if (err.code >= 500) log.error({ err }, 'request failed');
       return reply.code(err.code).send(err.toFault());
