@@ -8,13 +8,16 @@ import type { Socket } from 'node:net';
 
 export const LINGER_MS = 10_000;
 
+/** Sockets whose close already lingers. */
+const lingering = new WeakSet<Socket>();
+
 /**
  * Replaces the immediate close node's HTTP server does after a `Connection: close` answer
  * (socket.destroySoon) with a lingering one, for this socket only.
  */
 export function lingerOnClose(socket: Socket, lingerMs = LINGER_MS): void {
-  if ((socket as Socket & { ferrumLingers?: boolean }).ferrumLingers) return;
-  (socket as Socket & { ferrumLingers?: boolean }).ferrumLingers = true;
+  if (lingering.has(socket)) return;
+  lingering.add(socket);
   socket.destroySoon = function lingeringClose(this: Socket) {
     const timer = setTimeout(() => this.destroy(), lingerMs);
     timer.unref();

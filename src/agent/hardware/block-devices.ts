@@ -124,17 +124,21 @@ export async function listDisks(host: Host, opts: ListDisksOptions = {}): Promis
   return disks;
 }
 
-/** The disk called `name` as lsblk sees it now; md arrays (nested under their members) are found too. */
+/** The disk called `name` as lsblk sees it now, if any; md arrays (nested under their members) are found too. */
+async function findDisk(host: Host, name: string): Promise<BlockDevice | undefined> {
+  return (await listDisks(host, { nested: true })).find((d) => d.name === name);
+}
+
+/** The disk called `name` as lsblk sees it now (DeviceNotFound when it is gone). */
 export async function diskByName(host: Host, name: string): Promise<BlockDevice> {
-  const disk = (await listDisks(host, { nested: true })).find((d) => d.name === name);
+  const disk = await findDisk(host, name);
   if (!disk) throw new AgentError('DeviceNotFound', `${name} disappeared`);
   return disk;
 }
 
-/** The partitions of `disk` as lsblk lists them now (none when it is gone); md arrays are found too. */
+/** The partitions of `disk` as lsblk lists them now (none when it is gone). */
 export async function diskPartitions(host: Host, disk: string): Promise<BlockDevice[]> {
-  const dev = (await listDisks(host, { nested: true })).find((d) => d.name === disk);
-  return dev ? dev.children.filter((c) => c.type === 'part') : [];
+  return (await findDisk(host, disk))?.children.filter((c) => c.type === 'part') ?? [];
 }
 
 /** The device and all its partitions, deepest first in reverse name order (the order IPA wipes them). */
