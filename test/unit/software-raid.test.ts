@@ -49,6 +49,9 @@ describe('software RAID configuration', () => {
     expect(partitionTableType({ properties: { capabilities: 'boot_mode:bios' } })).toBe('msdos');
     expect(partitionTableType({ instance_info: { capabilities: { disk_label: 'gpt' } }, properties: { capabilities: 'boot_mode:bios' } })).toBe('gpt');
     expect(partitionTableType({ instance_info: { deploy_boot_mode: 'uefi' }, properties: { capabilities: 'disk_label:msdos' } })).toBe('msdos');
+    // The boot mode is read as for partition images (IPA get_node_boot_mode): capabilities as a dict, any case.
+    expect(partitionTableType({ properties: { capabilities: { boot_mode: 'UEFI' } } })).toBe('gpt');
+    expect(partitionTableType({ properties: { capabilities: '{"boot_mode": "uefi"}' } })).toBe('gpt');
   });
 });
 

@@ -27,14 +27,20 @@ export function parseCapabilities(v: unknown): Record<string, unknown> {
   return asObject(v);
 }
 
-/** The boot mode a node asks for: instance_info deploy_boot_mode, capabilities boot_mode, driver_internal_info. */
+/** 'uefi' or 'bios' in any case; null for anything else. */
+export function asBootMode(v: unknown): 'uefi' | 'bios' | null {
+  const t = typeof v === 'string' ? v.toLowerCase() : null;
+  return t === 'uefi' || t === 'bios' ? t : null;
+}
+
+/**
+ * The boot mode a node asks for (IPA utils.get_node_boot_mode, less secure boot): instance_info
+ * deploy_boot_mode, then capabilities boot_mode, then driver_internal_info deploy_boot_mode.
+ */
 export function bootModeOf(node: Record<string, unknown> | null | undefined): 'uefi' | 'bios' | null {
-  const ii = node?.['instance_info'] as Record<string, unknown> | undefined;
-  const fromInstance = ii?.['deploy_boot_mode'];
-  if (fromInstance === 'uefi' || fromInstance === 'bios') return fromInstance;
-  const caps = (node?.['properties'] as Record<string, unknown> | undefined)?.['capabilities'];
-  const m = typeof caps === 'string' ? /(?:^|,)boot_mode:(uefi|bios)/.exec(caps) : null;
-  if (m) return m[1] as 'uefi' | 'bios';
-  const dii = (node?.['driver_internal_info'] as Record<string, unknown> | undefined)?.['deploy_boot_mode'];
-  return dii === 'uefi' || dii === 'bios' ? dii : null;
+  return (
+    asBootMode(asObject(node?.['instance_info'])['deploy_boot_mode']) ??
+    asBootMode(parseCapabilities(asObject(node?.['properties'])['capabilities'])['boot_mode']) ??
+    asBootMode(asObject(node?.['driver_internal_info'])['deploy_boot_mode'])
+  );
 }

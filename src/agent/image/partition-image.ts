@@ -23,7 +23,7 @@ import { decodeConfigDrive, isoVolumeLabel } from './configdrive.js';
 import { decompressing, type Compression } from './decompress.js';
 import { downloadImage, fetchText } from './download.js';
 import { detectFormat, type ImageFormat, type StreamResult } from './stream-image.js';
-import { asObject as obj, parseCapabilities } from './capabilities.js';
+import { asBootMode, asObject as obj, bootModeOf, parseCapabilities } from './capabilities.js';
 import { downloadOptions, streamVerified, type WriteContext, type WriteRequest } from './write-image.js';
 
 const MiB = 1024 * 1024;
@@ -105,28 +105,16 @@ export function layoutNeedsMiB(plan: readonly PlannedPartition[], label: DiskLab
 // ---------------------------------------------------------------------------------------------
 // Boot mode, disk label, architecture (IPA utils.get_node_boot_mode / get_partition_table_type_from_specs)
 
-const asBootMode = (v: unknown): BootMode | null => {
-  const t = typeof v === 'string' ? v.toLowerCase() : null;
-  return t === 'uefi' || t === 'bios' ? t : null;
-};
-
 /**
  * Secure boot ⇒ uefi; else image_info.deploy_boot_mode (what the conductor resolved), then the
  * node's instance_info.deploy_boot_mode, capabilities boot_mode, driver_internal_info
  * deploy_boot_mode; else how the ramdisk itself booted.
  */
 export function resolveBootMode(info: ImageInfo, node: Record<string, unknown> | null | undefined, ramdisk: BootMode): BootMode {
-  const ii = obj(node?.['instance_info']);
-  const iiCaps = parseCapabilities(ii['capabilities']);
+  const iiCaps = parseCapabilities(obj(node?.['instance_info'])['capabilities']);
   const nodeCaps = parseCapabilities(obj(node?.['properties'])['capabilities']);
   if (String(iiCaps['secure_boot'] ?? nodeCaps['secure_boot'] ?? 'false').toLowerCase() === 'true') return 'uefi';
-  return (
-    asBootMode(info.deploy_boot_mode) ??
-    asBootMode(ii['deploy_boot_mode']) ??
-    asBootMode(nodeCaps['boot_mode']) ??
-    asBootMode(obj(node?.['driver_internal_info'])['deploy_boot_mode']) ??
-    ramdisk
-  );
+  return asBootMode(info.deploy_boot_mode) ?? bootModeOf(node) ?? ramdisk;
 }
 
 /** gpt for UEFI; else disk_label (image_info, instance_info capabilities, properties capabilities); msdos by default. */
