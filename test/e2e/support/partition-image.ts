@@ -1,9 +1,10 @@
-// The partition image the UEFI e2e test deploys: the boot loader tests' Debian root file system
-// (test/helpers/bootable-image.ts: cloud kernel, GRUB for BIOS and x86_64-efi) as an ext4 file
-// system image, converted to qcow2, with GRUB defaults for the serial console and an init that
-// prints a marker and powers off. No loop devices, no mounts: unpacked into a directory and made
-// with `mkfs.ext4 -d`. Cached under $FERRUM_CACHE_DIR/e2e, keyed by PARTITION_IMAGE_VERSION and
-// the root file system's version.
+// The images the VM tests deploy, from the boot loader tests' Debian root file system
+// (test/helpers/bootable-image.ts: cloud kernel, GRUB for BIOS and x86_64-efi, mdadm): the
+// partition image (UEFI partition test) is that root as an ext4 file system image with GRUB
+// defaults for the serial console and an init that prints a marker and powers off; the whole-disk
+// image (software RAID boot test) puts it behind a GPT and an ESP. No loop devices, no mounts:
+// unpacked into a directory and made with `mkfs.ext4 -d`. Both are qcow2, cached under
+// $FERRUM_CACHE_DIR/e2e, keyed by their versions and the root file system's.
 import { execFile } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -16,16 +17,21 @@ const exec = promisify(execFile);
 export const PARTITION_IMAGE_VERSION = 'v2';
 export const PARTITION_OS_MARKER = 'FERRUM-E2E-PARTITION-IMAGE-BOOTED';
 
-export interface PartitionImage {
-  /** qcow2 of the ext4 root file system */
+/** What every cached image has: the qcow2, its size and digest, and how long building it took now. */
+interface CachedImage {
   path: string;
   bytes: number;
   sha256: string;
+  /** Seconds spent building it now (0 when it came from the cache). */
+  builtSeconds: number;
+}
+
+/** qcow2 of the ext4 root file system */
+export interface PartitionImage extends CachedImage {
   /** the file system's UUID: what prepare_image reports as root_uuid */
   rootUuid: string;
   /** the ext4 file system's size (what root_mb must hold) */
   virtualBytes: number;
-  builtSeconds: number;
 }
 
 async function sha256(file: string): Promise<string> {
@@ -34,21 +40,39 @@ async function sha256(file: string): Promise<string> {
   return hash.digest('hex');
 }
 
-export async function partitionImage(log: (line: string) => void): Promise<PartitionImage> {
+/**
+ * `<name>.qcow2` in the cache with its facts in `<name>.json`; when missing, `build` makes a raw
+ * image in a scratch directory (removed afterwards), which is converted to qcow2 and digested.
+ */
+async function cachedQcow2<F extends object>(name: string, build: (work: string) => Promise<{ raw: string; facts: F }>): Promise<F & CachedImage> {
   const dir = join(cacheDir(), 'e2e');
   mkdirSync(dir, { recursive: true });
-  const base = join(dir, `partition-${ROOTFS_VERSION}-${PARTITION_IMAGE_VERSION}`);
-  const path = `${base}.qcow2`;
-  const meta = `${base}.json`;
+  const path = join(dir, `${name}.qcow2`);
+  const meta = join(dir, `${name}.json`);
   if (existsSync(path) && existsSync(meta)) {
-    const m = JSON.parse(readFileSync(meta, 'utf8')) as Omit<PartitionImage, 'path' | 'builtSeconds'>;
+    const m = JSON.parse(readFileSync(meta, 'utf8')) as F & Omit<CachedImage, 'path' | 'builtSeconds'>;
     return { ...m, path, builtSeconds: 0 };
   }
   const started = Date.now();
-  const tarball = await rootfsTarball();
-  if (tarball.builtSeconds) log(`built the Debian root file system in ${tarball.builtSeconds.toFixed(0)} s`);
-  const work = await mkdtemp(join(dir, 'partition-build-'));
+  const work = await mkdtemp(join(dir, `${name}-build-`));
   try {
+    const { raw, facts } = await build(work);
+    const partial = `${path}.partial-${process.pid}`;
+    await exec('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, partial]);
+    const sum = await sha256(partial);
+    await rename(partial, path);
+    const m = { ...facts, bytes: statSync(path).size, sha256: sum };
+    writeFileSync(meta, `${JSON.stringify(m)}\n`);
+    return { ...m, path, builtSeconds: (Date.now() - started) / 1000 };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+export async function partitionImage(log: (line: string) => void): Promise<PartitionImage> {
+  return cachedQcow2(`partition-${ROOTFS_VERSION}-${PARTITION_IMAGE_VERSION}`, async (work) => {
+    const tarball = await rootfsTarball();
+    if (tarball.builtSeconds) log(`built the Debian root file system in ${tarball.builtSeconds.toFixed(0)} s`);
     const root = join(work, 'root');
     await mkdir(root);
     await exec('tar', ['--zstd', '-xpf', tarball.path, '-C', root], { maxBuffer: 64 << 20 });
@@ -65,28 +89,16 @@ export async function partitionImage(log: (line: string) => void): Promise<Parti
     const sizeMiB = Math.ceil((usedMiB * 1.3 + 128) / 64) * 64;
     const ext4 = join(work, 'root.ext4');
     await exec('mkfs.ext4', ['-q', '-F', '-L', 'ferrum-root', '-U', uuid, '-d', root, ext4, `${sizeMiB}M`]);
-    const partial = `${path}.partial-${process.pid}`;
-    await exec('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', ext4, partial]);
-    const sum = await sha256(partial);
-    await rename(partial, path);
-    const m = { bytes: statSync(path).size, sha256: sum, rootUuid: uuid, virtualBytes: sizeMiB * 2 ** 20 };
-    writeFileSync(meta, `${JSON.stringify(m)}\n`);
-    return { ...m, path, builtSeconds: (Date.now() - started) / 1000 };
-  } finally {
-    await rm(work, { recursive: true, force: true });
-  }
+    return { raw: ext4, facts: { rootUuid: uuid, virtualBytes: sizeMiB * 2 ** 20 } };
+  });
 }
 
 export const WHOLE_DISK_IMAGE_VERSION = 'uefi-v1';
 
-export interface WholeDiskImage {
-  /** qcow2 of the whole disk: GPT, an ESP at 1 MiB, the root file system after it */
-  path: string;
-  bytes: number;
-  sha256: string;
+/** qcow2 of the whole disk: GPT, an ESP at 1 MiB, the root file system after it */
+export interface WholeDiskImage extends CachedImage {
   /** the root file system's UUID (what the booted kernel's root= must name) */
   rootUuid: string;
-  builtSeconds: number;
 }
 
 /** GRUB's config inside the image's own EFI loader: find the root by its UUID (on md too) and boot it. */
@@ -116,18 +128,8 @@ function embeddedGrubConfig(rootUuid: string): string {
  * Built without loop devices or mounts: mkfs.vfat + mtools for the ESP, sgdisk and dd for the disk.
  */
 export async function wholeDiskImage(log: (line: string) => void): Promise<WholeDiskImage> {
-  const dir = join(cacheDir(), 'e2e');
-  const base = join(dir, `whole-disk-${ROOTFS_VERSION}-${PARTITION_IMAGE_VERSION}-${WHOLE_DISK_IMAGE_VERSION}`);
-  const path = `${base}.qcow2`;
-  const meta = `${base}.json`;
-  if (existsSync(path) && existsSync(meta)) {
-    const m = JSON.parse(readFileSync(meta, 'utf8')) as Omit<WholeDiskImage, 'path' | 'builtSeconds'>;
-    return { ...m, path, builtSeconds: 0 };
-  }
-  const started = Date.now();
-  const part = await partitionImage(log);
-  const work = await mkdtemp(join(dir, 'whole-disk-build-'));
-  try {
+  return cachedQcow2(`whole-disk-${ROOTFS_VERSION}-${PARTITION_IMAGE_VERSION}-${WHOLE_DISK_IMAGE_VERSION}`, async (work) => {
+    const part = await partitionImage(log);
     const MiB = 2 ** 20;
     const espMiB = 64;
     const cfg = join(work, 'grub.cfg');
@@ -147,14 +149,6 @@ export async function wholeDiskImage(log: (line: string) => void): Promise<Whole
     await exec('sgdisk', ['-n', `1:2048:+${espMiB}M`, '-t', '1:ef00', '-c', '1:EFI system', '-n', `2:${rootStart / 512}:0`, '-t', '2:8300', '-c', '2:root', raw]);
     await exec('dd', [`if=${esp}`, `of=${raw}`, 'bs=1M', 'seek=1', 'conv=notrunc', 'status=none']);
     await exec('dd', [`if=${ext4}`, `of=${raw}`, 'bs=1M', `seek=${rootStart / MiB}`, 'conv=notrunc,sparse', 'status=none']);
-    const partial = `${path}.partial-${process.pid}`;
-    await exec('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, partial]);
-    const sum = await sha256(partial);
-    await rename(partial, path);
-    const m = { bytes: statSync(path).size, sha256: sum, rootUuid: part.rootUuid };
-    writeFileSync(meta, `${JSON.stringify(m)}\n`);
-    return { ...m, path, builtSeconds: (Date.now() - started) / 1000 };
-  } finally {
-    await rm(work, { recursive: true, force: true });
-  }
+    return { raw, facts: { rootUuid: part.rootUuid } };
+  });
 }
