@@ -300,7 +300,7 @@ describe('Ferrum ramdisk, end to end in a VM', () => {
 
     // "Power on" from disk: same disk, same NVRAM, no PXE ROM and no boot order from QEMU.
     const tap2 = await n.addTap('tap-fe1');
-    vm = startVm({ name: 'ferrum-e2e-disk', mac, net: n, tap: tap2, disk, varsFile, accel: accel!.accel, memMiB: VM_MEM_MIB, boot: 'nvram',
+    vm = startVm({ name: 'ferrum-e2e-disk', mac, net: n, tap: tap2, disk, varsFile, accel: accel!.accel, memMiB: VM_MEM_MIB, boot: 'disk',
       serialLog: join(runDir, 'serial-disk.log'), qemuLog: join(runDir, 'qemu-disk.log') });
     const diskStart = vm.startedAt;
     const markerRe = new RegExp(`${DEPLOYED_OS_MARKER} \\S+ root=`);

@@ -144,7 +144,7 @@ describe('Ferrum ramdisk: an OS boots from a software RAID-1 root (UEFI, two dis
     const markerRe = new RegExp(`${PARTITION_OS_MARKER} root=(\\S+) dev=(\\S+)`);
     const bootFromDisk = async (name: string, disk: string, extra: string[], vmVars: string, mirrors: string) => {
       const tap = await n.addTap(`tap-${name}`);
-      const vm = (run.vm = startVm({ name: `ferrum-raidboot-${name}`, mac: s.mac, net: n, tap, disk, extraDisks: extra, varsFile: vmVars, accel: accel!.accel, memMiB: 1024, boot: 'nvram',
+      const vm = (run.vm = startVm({ name: `ferrum-raidboot-${name}`, mac: s.mac, net: n, tap, disk, extraDisks: extra, varsFile: vmVars, accel: accel!.accel, memMiB: 1024, boot: 'disk',
         serialLog: join(run.runDir, `serial-${name}.log`), qemuLog: join(run.runDir, `qemu-${name}.log`) }));
       const at = await vm.waitForSerial(markerRe, 900_000).catch(fail);
       const serial = vm.serial();

@@ -112,7 +112,7 @@ describe('Ferrum ramdisk: UEFI GRUB for a partition image, in a VM with OVMF', (
 
     // Power on from disk: no PXE ROM, no boot order from QEMU, OVMF follows its NVRAM.
     const tap = await n.addTap('tap-uefi2');
-    const vm = (run.vm = startVm({ name: 'ferrum-uefi-disk', mac: s.mac, net: n, tap, disk, varsFile, accel: accel!.accel, memMiB: 1024, boot: 'nvram',
+    const vm = (run.vm = startVm({ name: 'ferrum-uefi-disk', mac: s.mac, net: n, tap, disk, varsFile, accel: accel!.accel, memMiB: 1024, boot: 'disk',
       serialLog: join(run.runDir, 'serial-disk.log'), qemuLog: join(run.runDir, 'qemu-disk.log') }));
     const markerRe = new RegExp(`${PARTITION_OS_MARKER} root=(\\S+)`);
     const at = await vm.waitForSerial(markerRe, 600_000).catch((err: Error) => {

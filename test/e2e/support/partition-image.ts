@@ -2,7 +2,7 @@
 // (test/helpers/bootable-image.ts: cloud kernel, GRUB for BIOS and x86_64-efi, mdadm): the
 // partition image (UEFI partition test) is that root as an ext4 file system image with GRUB
 // defaults for the serial console and an init that prints a marker and powers off; the whole-disk
-// image (software RAID boot test) puts it behind a GPT and an ESP. No loop devices, no mounts:
+// image (software RAID boot tests) puts it behind a GPT and an ESP (UEFI), or an MBR (BIOS). No loop devices, no mounts:
 // unpacked into a directory and made with `mkfs.ext4 -d`. Both are qcow2, cached under
 // $FERRUM_CACHE_DIR/e2e, keyed by their versions and the root file system's.
 import { execFile } from 'node:child_process';
@@ -94,8 +94,9 @@ export async function partitionImage(log: (line: string) => void): Promise<Parti
 }
 
 export const WHOLE_DISK_IMAGE_VERSION = 'uefi-v1';
+export const BIOS_WHOLE_DISK_IMAGE_VERSION = 'bios-v1';
 
-/** qcow2 of the whole disk: GPT, an ESP at 1 MiB, the root file system after it */
+/** qcow2 of the whole disk: GPT, an ESP at 1 MiB, the root after it (UEFI); or an MBR and the root at 1 MiB (BIOS) */
 export interface WholeDiskImage extends CachedImage {
   /** the root file system's UUID (what the booted kernel's root= must name) */
   rootUuid: string;
@@ -150,5 +151,32 @@ export async function wholeDiskImage(log: (line: string) => void): Promise<Whole
     await exec('dd', [`if=${esp}`, `of=${raw}`, 'bs=1M', 'seek=1', 'conv=notrunc', 'status=none']);
     await exec('dd', [`if=${ext4}`, `of=${raw}`, 'bs=1M', `seek=${rootStart / MiB}`, 'conv=notrunc,sparse', 'status=none']);
     return { raw, facts: { rootUuid: part.rootUuid } };
+  });
+}
+
+/**
+ * The same root file system as a BIOS whole-disk image: an MBR (random disk signature) and the
+ * root as its first partition at 1 MiB, no boot loader. For software RAID on BIOS,
+ * image.install_bootloader installs the image's own GRUB onto every holder disk from a chroot, as
+ * IPA does: that is what makes it bootable.
+ */
+export async function biosWholeDiskImage(log: (line: string) => void): Promise<WholeDiskImage> {
+  return cachedQcow2(`whole-disk-${ROOTFS_VERSION}-${PARTITION_IMAGE_VERSION}-${BIOS_WHOLE_DISK_IMAGE_VERSION}`, async (work) => {
+    const part = await partitionImage(log);
+    const MiB = 2 ** 20;
+    const ext4 = join(work, 'root.ext4');
+    await exec('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', part.path, ext4]);
+    const raw = join(work, 'disk.raw');
+    await exec('truncate', ['-s', String(MiB + part.virtualBytes), raw]);
+    await sfdisk(raw, `label: dos\nstart=2048, type=83, bootable\n`);
+    await exec('dd', [`if=${ext4}`, `of=${raw}`, 'bs=1M', 'seek=1', 'conv=notrunc,sparse', 'status=none']);
+    return { raw, facts: { rootUuid: part.rootUuid } };
+  });
+}
+
+async function sfdisk(disk: string, script: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const child = execFile('sfdisk', ['-q', disk], (err) => (err ? reject(err) : resolve()));
+    child.stdin!.end(script);
   });
 }

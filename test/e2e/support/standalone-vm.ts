@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentClient } from '../../../src/conductor/agent-client.js';
 import { assertCommands, createPxeNetwork, type PxeNetwork } from './pxe-network.js';
-import { chooseAccel, serialTail, startVm, type Accel, type AccelChoice, type Vm } from './vm.js';
+import { chooseAccel, serialTail, startVm, type Accel, type AccelChoice, type Firmware, type Vm } from './vm.js';
 
 export const FORWARDED_AGENT_PORT = 19999;
 export const FORWARDED_ISCSI_PORT = 13260;
@@ -38,6 +38,7 @@ export async function startStandaloneVm(o: {
   disk: string;
   extraDisks?: string[];
   accel: Accel;
+  firmware?: Firmware;
   memMiB?: number;
   mac?: string;
 }): Promise<StandaloneVm> {
@@ -50,7 +51,7 @@ export async function startStandaloneVm(o: {
   n.writeIpxeScript(mac, ['#!ipxe', `kernel ${n.httpUrl}/ramdisk/kernel initrd=initramfs ${kernelArgs}`, `initrd --name initramfs ${n.httpUrl}/ramdisk/initramfs`, 'boot', ''].join('\n'));
   const tap = await n.addTap(`tap-${o.name.slice(-6)}`);
   const vm = startVm({
-    name: o.name, mac, net: n, tap, disk: o.disk, extraDisks: o.extraDisks, varsFile: join(o.runDir, `${o.name}-OVMF_VARS.fd`), accel: o.accel, memMiB: o.memMiB ?? 1536,
+    name: o.name, mac, net: n, tap, disk: o.disk, extraDisks: o.extraDisks, firmware: o.firmware, varsFile: join(o.runDir, `${o.name}-OVMF_VARS.fd`), accel: o.accel, memMiB: o.memMiB ?? 1536,
     boot: 'pxe', serialLog: join(o.runDir, `${o.name}-serial.log`), qemuLog: join(o.runDir, `${o.name}-qemu.log`),
   });
   // The console status line names the agent's phase and the VM's address once the API answers.
@@ -115,8 +116,8 @@ export class StandaloneRun {
   }
 
   /** Boots the ramdisk VM on this run's network; its VM and client are stopped by tearDown(). */
-  async boot(disk: string, accel: Accel, extraDisks: string[] = []): Promise<StandaloneVm> {
-    const s = await startStandaloneVm({ net: this.net!, ramdiskDir: RAMDISK_DIR, runDir: this.runDir, name: `ferrum-${this.name}`, disk, extraDisks, accel });
+  async boot(disk: string, accel: Accel, extraDisks: string[] = [], firmware: Firmware = 'uefi'): Promise<StandaloneVm> {
+    const s = await startStandaloneVm({ net: this.net!, ramdiskDir: RAMDISK_DIR, runDir: this.runDir, name: `ferrum-${this.name}`, disk, extraDisks, accel, firmware });
     this.vm = s.vm;
     this.client = s.client;
     return s;

@@ -1,5 +1,5 @@
-// QEMU for the e2e test: a q35 VM with OVMF (UEFI, its NVRAM in a per-run copy of OVMF_VARS),
-// a virtio NIC on a tap of the PXE network, a virtio disk, virtio-rng and the serial console in a
+// QEMU for the e2e test: a q35 VM with OVMF (UEFI, its NVRAM in a per-run copy of OVMF_VARS) or
+// SeaBIOS, a virtio NIC on a tap of the PXE network, a virtio disk, virtio-rng and the serial console in a
 // file. KVM is used only when a probe shows it really works: on these machines /dev/kvm is a
 // PVM hypervisor (kvm_pvm) under which a stock kernel crawls, so TCG is the usual answer.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -11,6 +11,7 @@ export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
 
 export type Accel = 'kvm' | 'tcg';
+export type Firmware = 'uefi' | 'bios';
 
 export interface AccelChoice {
   accel: Accel;
@@ -63,15 +64,20 @@ export interface VmOptions {
   disk: string;
   /** More disks (raw files), after the first; each with its own serial. */
   extraDisks?: string[];
-  /** A per-run copy of OVMF_VARS (created when missing): the VM's NVRAM. */
-  varsFile: string;
+  /** uefi (default): OVMF, its NVRAM in varsFile. bios: QEMU's SeaBIOS. */
+  firmware?: Firmware;
+  /** UEFI only: a per-run copy of OVMF_VARS (created when missing), the VM's NVRAM. */
+  varsFile?: string;
   serialLog: string;
   qemuLog: string;
   accel: Accel;
   memMiB: number;
   smp?: number;
-  /** pxe: the NIC (iPXE ROM) boots first. nvram: no boot order from QEMU, no NIC ROM: OVMF follows its NVRAM BootOrder. */
-  boot: 'pxe' | 'nvram';
+  /**
+   * pxe: the NIC (iPXE ROM) boots first. disk: no boot order from QEMU and no NIC ROM: OVMF follows
+   * its NVRAM BootOrder, SeaBIOS boots the first disk.
+   */
+  boot: 'pxe' | 'disk';
 }
 
 export interface Vm {
@@ -86,18 +92,22 @@ export interface Vm {
 }
 
 export function startVm(o: VmOptions): Vm {
-  for (const f of [OVMF_CODE, OVMF_VARS]) {
-    if (!existsSync(f)) throw new Error(`${f} is missing: install the Debian package ovmf (scripts/install-deps.sh --with-vm)`);
+  const uefi = (o.firmware ?? 'uefi') === 'uefi';
+  if (uefi) {
+    for (const f of [OVMF_CODE, OVMF_VARS]) {
+      if (!existsSync(f)) throw new Error(`${f} is missing: install the Debian package ovmf (scripts/install-deps.sh --with-vm)`);
+    }
+    if (!o.varsFile) throw new Error('a UEFI VM needs a varsFile (its NVRAM)');
+    if (!existsSync(o.varsFile)) copyFileSync(OVMF_VARS, o.varsFile);
   }
-  if (!existsSync(o.varsFile)) copyFileSync(OVMF_VARS, o.varsFile);
   const nicRom = o.boot === 'pxe' ? ',bootindex=1' : ',romfile=';
   const args = [
     '-name', o.name, '-machine', 'q35', '-accel', o.accel, ...(o.accel === 'kvm' ? ['-cpu', 'host'] : []),
     '-m', String(o.memMiB), '-smp', String(o.smp ?? 2),
     // -nographic + -serial file: firmware, iPXE and kernel output all reach the log file.
     '-nographic', '-no-user-config', '-nodefaults', '-no-reboot', '-monitor', 'none', '-serial', `file:${o.serialLog}`,
-    '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
-    '-drive', `if=pflash,format=raw,unit=1,file=${o.varsFile}`,
+    // Without pflash drives QEMU boots its SeaBIOS.
+    ...(uefi ? ['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,unit=1,file=${o.varsFile}`] : []),
     '-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-pci,rng=rng0',
     '-netdev', `tap,id=n0,ifname=${o.tap},script=no,downscript=no`,
     // No romfile= for PXE: QEMU's default efi-virtio.rom is a combined BIOS+UEFI iPXE.
