@@ -9,15 +9,13 @@
 // first disk, and once more from the second disk alone (the first one is gone): GRUB from that
 // disk's own MBR and the image's initramfs start the array degraded.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { ImageInfo } from '../../src/protocol/image-info.js';
-import type { Node } from '../../src/protocol/steps.js';
 import { readAt } from '../integration/support.js';
-import { PARTITION_OS_MARKER, biosWholeDiskImage, type WholeDiskImage } from './support/partition-image.js';
+import { biosWholeDiskImage, type WholeDiskImage } from './support/partition-image.js';
+import { bootFromRaid, deployOntoSoftwareRaid } from './support/software-raid-deploy.js';
 import { StandaloneRun } from './support/standalone-vm.js';
-import { startVm, type AccelChoice } from './support/vm.js';
+import type { AccelChoice } from './support/vm.js';
 
 const DISK_BYTES = 5 * 2 ** 30;
 const MD_MAGIC = 0xa92b4efc;
@@ -29,7 +27,6 @@ let image: WholeDiskImage | null = null;
 let accel: AccelChoice | null = null;
 
 const log = (line: string) => console.log(`[e2e-raidbios ${new Date().toISOString().slice(11, 19)}] ${line}`);
-const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 interface MbrPartition {
   start: number;
@@ -57,61 +54,20 @@ describe('Ferrum ramdisk: an OS boots from a software RAID-1 root (BIOS, two dis
   afterAll(() => run.tearDown(), 120_000);
 
   test('create_configuration, prepare_image onto md, install_bootloader: GRUB on both disks, boots from either', async () => {
-    const n = run.net!;
     const img = image!;
     const disks = [join(run.runDir, 'disk0.raw'), join(run.runDir, 'disk1.raw')];
     for (const d of disks) execFileSync('truncate', ['-s', String(DISK_BYTES), d]);
-    mkdirSync(join(n.httpRoot, 'images'), { recursive: true });
-    symlinkSync(img.path, join(n.httpRoot, 'images/raid-os.qcow2'));
 
     const s = await run.boot(disks[0]!, accel!.accel, [disks[1]!], 'bios');
-    const client = s.client;
     log(`agent up in ${s.upAfterS.toFixed(1)} s at ${s.vmIp}`);
-    const fail = (err: Error) => {
+    const fail = (err: Error): never => {
       throw new Error(`${err.message}\n${run.diagnostics()}`);
     };
-    const inventory = (await client.getHardwareInfo()) as { boot: { current_boot_mode: string } };
+    const inventory = (await s.client.getHardwareInfo()) as { boot: { current_boot_mode: string } };
     expect(inventory.boot.current_boot_mode, 'the ramdisk itself booted in BIOS mode').toBe('bios');
-
-    const node = {
-      uuid: '5d0c2a47-8e1b-4f3a-9c6d-2b7e4f1a8c93',
-      target_raid_config: { logical_disks: [{ size_gb: 'MAX', raid_level: '1', controller: 'software' }] },
-      properties: { capabilities: 'boot_mode:bios' },
-      instance_info: {},
-      driver_internal_info: {},
-    } as unknown as Node;
-    const version = (await client.getCleanSteps(node, [])).hardware_manager_version;
-    let t = Date.now();
-    await client.executeCleanStep({ step: 'create_configuration', interface: 'raid', priority: 0, args: {} }, node, [], version, { timeoutMs: 600_000 }).catch(fail);
-    log(`create_configuration in ${secs(Date.now() - t)}`);
-
-    const info = {
-      id: 'ferrum-e2e-raid-bios-os',
-      urls: [`${n.httpUrl}/images/raid-os.qcow2`],
-      disk_format: 'qcow2',
-      container_format: 'bare',
-      stream_raw_images: true,
-      os_hash_algo: 'sha256',
-      os_hash_value: img.sha256,
-      checksum: null,
-      image_type: 'whole-disk',
-    } as unknown as ImageInfo;
-    t = Date.now();
-    const prepared = await client.prepareImage(info, null, { timeoutMs: 1_200_000 }).catch(fail);
-    const message = prepared?.result ?? '';
-    log(`prepare_image in ${secs(Date.now() - t)}: ${message}`);
-    expect(message).toMatch(/written to device \/dev\/md\d+/);
-    // A whole-disk image's "root uuid" is its MBR signature, as IPA reads it (4 bytes at 440).
-    const uuids = (await client.getPartitionUuids()) as Record<string, string | null | undefined>;
-    const rootUuid = uuids['root uuid']!;
-    expect(rootUuid).toMatch(/^0x[0-9a-f]{8}$/);
+    const rootUuid = await deployOntoSoftwareRaid({ run, client: s.client, image: img, bootMode: 'bios', log, fail });
+    // The image's MBR signature: not zero, so install_bootloader goes on to GRUB.
     expect(rootUuid).not.toBe('0x00000000');
-
-    // What Ironic's agent deploy sends for software RAID, even with a whole-disk image.
-    t = Date.now();
-    await client.installBootloader({ root_uuid: rootUuid, efi_system_part_uuid: null, prep_boot_part_uuid: null, target_boot_mode: 'bios' }, { timeoutMs: 1_200_000 }).catch(fail);
-    log(`install_bootloader in ${secs(Date.now() - t)}`);
-    await client.sync();
     await run.vm!.stop();
 
     // On each holder: an MBR whose boot code is GRUB's (boot.img names itself, and points at
@@ -135,28 +91,12 @@ describe('Ferrum ramdisk: an OS boots from a software RAID-1 root (BIOS, two dis
     }
     expect(arrays[0]).toBe(arrays[1]);
 
-    const markerRe = new RegExp(`${PARTITION_OS_MARKER} root=(\\S+) dev=(\\S+)`);
-    const bootFromDisk = async (name: string, disk: string, extra: string[], mirrors: string) => {
-      const tap = await n.addTap(`tap-${name}`);
-      const vm = (run.vm = startVm({ name: `ferrum-raidbios-${name}`, mac: s.mac, net: n, tap, disk, extraDisks: extra, firmware: 'bios', accel: accel!.accel, memMiB: 1024, boot: 'disk',
-        serialLog: join(run.runDir, `serial-${name}.log`), qemuLog: join(run.runDir, `qemu-${name}.log`) }));
-      const at = await vm.waitForSerial(markerRe, 900_000).catch(fail);
-      const serial = vm.serial();
-      log(`${name}: booted in ${secs(at - vm.startedAt)}: ${markerRe.exec(serial)![0]}`);
-      const [, root, dev] = markerRe.exec(serial)!;
-      // SeaBIOS ran the MBR's boot code, which loaded GRUB's core.img from the gap.
-      expect(serial).toMatch(/Booting from Hard Disk[\s\S]*GRUB loading/);
-      // grub-mkconfig's menu entry (run by the agent in the image) names the root by UUID; the
-      // initramfs mounted it from the array's first partition.
-      expect(root).toBe(`UUID=${img.rootUuid}`);
-      expect(dev).toMatch(/^\/dev\/md[\w/-]*p1$/);
-      expect(serial).toMatch(new RegExp(`md/raid1:md\\d+: active with ${mirrors} mirrors`));
-      await vm.exited;
-    };
-
-    await bootFromDisk('both', disks[0]!, [disks[1]!], '2 out of 2');
+    // SeaBIOS ran the MBR's boot code, which loaded GRUB's core.img from the gap; grub-mkconfig's
+    // menu entry (made by the agent in the image's chroot) names the root by UUID.
+    const boot = { run, mac: s.mac, accel: accel!.accel, firmware: 'bios', image: img, rootPartition: 'p1', bootPath: /Booting from Hard Disk[\s\S]*GRUB loading/, log, fail } as const;
+    await bootFromRaid({ ...boot, name: 'both', disks, mirrors: '2 out of 2' });
     // The second disk alone: its own MBR and core.img, a degraded array.
-    await bootFromDisk('degraded', disks[1]!, [], '1 out of 2');
+    await bootFromRaid({ ...boot, name: 'degraded', disks: [disks[1]!], mirrors: '1 out of 2' });
     run.passed = true;
   }, 3_600_000);
 });

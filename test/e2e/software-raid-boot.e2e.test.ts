@@ -9,15 +9,14 @@
 // second disk alone with empty NVRAM (the first disk is gone): firmware takes the fallback loader
 // from that disk's ESP copy and the image's initramfs starts the array degraded.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { copyFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { ImageInfo } from '../../src/protocol/image-info.js';
-import type { Node } from '../../src/protocol/steps.js';
 import { readAt } from '../integration/support.js';
-import { PARTITION_OS_MARKER, wholeDiskImage, type WholeDiskImage } from './support/partition-image.js';
+import { wholeDiskImage, type WholeDiskImage } from './support/partition-image.js';
+import { bootFromRaid, deployOntoSoftwareRaid } from './support/software-raid-deploy.js';
 import { StandaloneRun } from './support/standalone-vm.js';
-import { OVMF_VARS, startVm, type AccelChoice } from './support/vm.js';
+import { OVMF_VARS, type AccelChoice } from './support/vm.js';
 
 const DISK_BYTES = 5 * 2 ** 30;
 const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
@@ -60,64 +59,19 @@ describe('Ferrum ramdisk: an OS boots from a software RAID-1 root (UEFI, two dis
   afterAll(() => run.tearDown(), 120_000);
 
   test('create_configuration, prepare_image onto md, install_bootloader: boots from the array, and from one disk alone', async () => {
-    const n = run.net!;
     const img = image!;
     const disks = [join(run.runDir, 'disk0.raw'), join(run.runDir, 'disk1.raw')];
     for (const d of disks) execFileSync('truncate', ['-s', String(DISK_BYTES), d]);
-    mkdirSync(join(n.httpRoot, 'images'), { recursive: true });
-    symlinkSync(img.path, join(n.httpRoot, 'images/raid-os.qcow2'));
 
     const s = await run.boot(disks[0]!, accel!.accel, [disks[1]!]);
-    const client = s.client;
     const varsFile = join(run.runDir, 'ferrum-raidboot-OVMF_VARS.fd');
     log(`agent up in ${s.upAfterS.toFixed(1)} s at ${s.vmIp}`);
-    const fail = (err: Error) => {
+    const fail = (err: Error): never => {
       throw new Error(`${err.message}\n${run.diagnostics()}`);
     };
-
-    const raidConfig = { logical_disks: [{ size_gb: 'MAX', raid_level: '1', controller: 'software' }] };
-    const node = {
-      uuid: '0b7e4bde-3f0c-4b57-8d51-5a3c1e2b9f20',
-      target_raid_config: raidConfig,
-      properties: { capabilities: 'boot_mode:uefi' },
-      instance_info: {},
-      driver_internal_info: {},
-    } as unknown as Node;
-    const version = (await client.getCleanSteps(node, [])).hardware_manager_version;
-    let t = Date.now();
-    await client.executeCleanStep({ step: 'create_configuration', interface: 'raid', priority: 0, args: {} }, node, [], version, { timeoutMs: 600_000 }).catch(fail);
-    log(`create_configuration in ${secs(Date.now() - t)}`);
-
-    const info = {
-      id: 'ferrum-e2e-raid-os',
-      urls: [`${n.httpUrl}/images/raid-os.qcow2`],
-      disk_format: 'qcow2',
-      container_format: 'bare',
-      stream_raw_images: true,
-      os_hash_algo: 'sha256',
-      os_hash_value: img.sha256,
-      checksum: null,
-      image_type: 'whole-disk',
-    } as unknown as ImageInfo;
-    t = Date.now();
-    const prepared = await client.prepareImage(info, null, { timeoutMs: 1_200_000 }).catch(fail);
-    const message = prepared?.result ?? '';
-    log(`prepare_image in ${secs(Date.now() - t)}: ${message}`);
-    expect(message).toMatch(/written to device \/dev\/md\d+/);
-    // For a whole-disk image the "root uuid" is the disk identifier (msdos: 0x…), as IPA reports it.
-    // For a whole-disk image the "root uuid" is the disk identifier as IPA reads it (the 4 bytes at
-    // 440: for a GPT, the protective MBR's signature); Ironic takes it from get_partition_uuids
-    // (root_uuid_or_disk_id).
-    const uuids = (await client.getPartitionUuids()) as Record<string, string | null | undefined>;
-    const rootUuid = uuids['root uuid']!;
-    expect(rootUuid).toMatch(/^0x[0-9a-f]{8}$/);
-    expect(message).toContain(`root_uuid=${rootUuid}`);
-
-    // What Ironic's agent deploy sends for software RAID, even with a whole-disk image.
-    t = Date.now();
-    await client.installBootloader({ root_uuid: rootUuid, efi_system_part_uuid: uuids['efi system partition uuid'] ?? null, prep_boot_part_uuid: null, target_boot_mode: 'uefi' }, { timeoutMs: 1_200_000 }).catch(fail);
-    log(`install_bootloader in ${secs(Date.now() - t)}`);
-    await client.sync();
+    const rootUuid = await deployOntoSoftwareRaid({ run, client: s.client, image: img, bootMode: 'uefi', log, fail });
+    // For a GPT image, IPA's disk identifier is the protective MBR's (zero) signature.
+    expect(rootUuid).toBe('0x00000000');
     await run.vm!.stop();
 
     // On each holder: an ESP before the RAID partition, both ESPs one RAID-1 (metadata 1.0) holding
@@ -141,33 +95,15 @@ describe('Ferrum ramdisk: an OS boots from a software RAID-1 root (UEFI, two dis
     const vars = readFileSync(varsFile);
     for (const i of [0, 1]) expect(vars.includes(Buffer.from(`(RAID, part${i})`, 'utf16le')), `an NVRAM entry for holder ${i}`).toBe(true);
 
-    const markerRe = new RegExp(`${PARTITION_OS_MARKER} root=(\\S+) dev=(\\S+)`);
-    const bootFromDisk = async (name: string, disk: string, extra: string[], vmVars: string, mirrors: string) => {
-      const tap = await n.addTap(`tap-${name}`);
-      const vm = (run.vm = startVm({ name: `ferrum-raidboot-${name}`, mac: s.mac, net: n, tap, disk, extraDisks: extra, varsFile: vmVars, accel: accel!.accel, memMiB: 1024, boot: 'disk',
-        serialLog: join(run.runDir, `serial-${name}.log`), qemuLog: join(run.runDir, `qemu-${name}.log`) }));
-      const at = await vm.waitForSerial(markerRe, 900_000).catch(fail);
-      const serial = vm.serial();
-      log(`${name}: booted in ${secs(at - vm.startedAt)}: ${markerRe.exec(serial)![0]}`);
-      const [, root, dev] = markerRe.exec(serial)!;
-      expect(root).toBe(`UUID=${img.rootUuid}`);
-      // The root the initramfs mounted is a partition of an md array, and GRUB read the kernel
-      // through md too (its root device names the array, e.g. mduuid/…,gpt2).
-      expect(dev).toMatch(/^\/dev\/md[\w/-]*p2$/);
-      expect(serial).toMatch(/GRUB \(the image's own EFI loader\): root is md/);
-      // The kernel's md driver: the root array with both members, or degraded.
-      expect(serial).toMatch(new RegExp(`md/raid1:md\\d+: active with ${mirrors} mirrors`));
-      await vm.exited;
-      return serial;
-    };
-
+    // GRUB (the image's own EFI loader) read the kernel through md: its root device names the array.
+    const boot = { run, mac: s.mac, accel: accel!.accel, firmware: 'uefi', image: img, rootPartition: 'p2', bootPath: /GRUB \(the image's own EFI loader\): root is md/, log, fail } as const;
     // Both disks, the NVRAM the agent wrote.
-    await bootFromDisk('both', disks[0]!, [disks[1]!], varsFile, '2 out of 2');
+    await bootFromRaid({ ...boot, name: 'both', disks, varsFile, mirrors: '2 out of 2' });
     // The second disk alone, empty NVRAM: firmware's fallback path on that disk's ESP copy, and a
     // degraded array.
     const freshVars = join(run.runDir, 'degraded-OVMF_VARS.fd');
     copyFileSync(OVMF_VARS, freshVars);
-    await bootFromDisk('degraded', disks[1]!, [], freshVars, '1 out of 2');
+    await bootFromRaid({ ...boot, name: 'degraded', disks: [disks[1]!], varsFile: freshVars, mirrors: '1 out of 2' });
     run.passed = true;
   }, 3_600_000);
 });
