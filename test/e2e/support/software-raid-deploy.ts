@@ -19,6 +19,8 @@ export interface RaidDeployOptions {
   client: AgentClient;
   image: WholeDiskImage;
   bootMode: Firmware;
+  /** The node's capabilities (default boot_mode:<bootMode>). */
+  capabilities?: string;
   log: (line: string) => void;
   /** Adds the run's diagnostics to a failure. */
   fail: (err: Error) => never;
@@ -30,7 +32,7 @@ export async function deployOntoSoftwareRaid(o: RaidDeployOptions): Promise<stri
   const node = {
     uuid: '0b7e4bde-3f0c-4b57-8d51-5a3c1e2b9f20',
     target_raid_config: { logical_disks: [{ size_gb: 'MAX', raid_level: '1', controller: 'software' }] },
-    properties: { capabilities: `boot_mode:${o.bootMode}` },
+    properties: { capabilities: o.capabilities ?? `boot_mode:${o.bootMode}` },
     instance_info: {},
     driver_internal_info: {},
   } as unknown as Node;
