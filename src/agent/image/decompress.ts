@@ -1,8 +1,10 @@
 // Container detection and on-the-fly decompression. gzip runs in node:zlib off the main thread; xz
 // and zstd run as `xz -dc` / `zstd -dc` subprocesses fed through pipes with back-pressure (nothing
 // is buffered beyond pipe sizes). Node 24's zlib zstd is only the fallback when there is no zstd
-// binary: on a 2 GiB image it took 11–13 s and 10–17 s of CPU where the subprocess took 6.6–8 s
-// (bench/image-write, raw.zst).
+// binary: on a 2 GiB image it took 11–16 s and 10–22 s of CPU where the subprocess took 6–8 s
+// (bench/image-write, raw.zst; most of it garbage collection and thread-pool hand-offs per chunk).
+// Feeding zstd through FIFOs from worker threads was slower still (4.8–5.8 s without writing a
+// byte): 64 KiB pipes cost a context switch each, and libuv's stdio socketpairs buffer more.
 import * as zlib from 'node:zlib';
 import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
