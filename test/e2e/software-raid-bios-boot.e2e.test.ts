@@ -16,32 +16,14 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readAt } from '../integration/support.js';
+import { MD_MAGIC, mdSuperblock, mdSuperblockOffset, partitionTable } from './support/md-members.js';
 import { biosWholeDiskImage, type WholeDiskImage } from './support/partition-image.js';
 import { bootFromRaid, deployOntoSoftwareRaid } from './support/software-raid-deploy.js';
 import { StandaloneRun } from './support/standalone-vm.js';
 import type { AccelChoice } from './support/vm.js';
 
 const DISK_BYTES = 5 * 2 ** 30;
-const MD_MAGIC = 0xa92b4efc;
 const BIOS_BOOT_TYPE = '21686148-6449-6E6F-744E-656564454649';
-
-interface Partition {
-  start: number;
-  size: number;
-  type: string;
-}
-
-function partitions(disk: string, label: 'dos' | 'gpt'): Partition[] {
-  const t = JSON.parse(execFileSync('sfdisk', ['--json', disk], { encoding: 'utf8' })) as { partitiontable: { label: string; partitions: Partition[] } };
-  expect(t.partitiontable.label).toBe(label);
-  return t.partitiontable.partitions;
-}
-
-/** The md superblock of a metadata 1.2 member (what `mdadm --metadata=1` makes): 4 KiB into the partition. */
-function mdSuperblock12(disk: string, p: Partition): { magic: number; level: number; uuid: string } {
-  const sb = readAt(disk, p.start * 512 + 4096, 256);
-  return { magic: sb.readUInt32LE(0), level: sb.readInt32LE(72), uuid: sb.subarray(16, 32).toString('hex') };
-}
 
 for (const diskLabel of ['msdos', 'gpt'] as const) {
   const run = new StandaloneRun(`raidbios-${diskLabel}`, {
@@ -65,13 +47,10 @@ for (const diskLabel of ['msdos', 'gpt'] as const) {
 
       const s = await run.boot(disks[0]!, accel!.accel, [disks[1]!], 'bios');
       log(`agent up in ${s.upAfterS.toFixed(1)} s at ${s.vmIp}`);
-      const fail = (err: Error): never => {
-        throw new Error(`${err.message}\n${run.diagnostics()}`);
-      };
       const inventory = (await s.client.getHardwareInfo()) as { boot: { current_boot_mode: string } };
       expect(inventory.boot.current_boot_mode, 'the ramdisk itself booted in BIOS mode').toBe('bios');
       const capabilities = diskLabel === 'gpt' ? 'boot_mode:bios,disk_label:gpt' : 'boot_mode:bios';
-      const rootUuid = await deployOntoSoftwareRaid({ run, client: s.client, image: img, bootMode: 'bios', capabilities, log, fail });
+      const rootUuid = await deployOntoSoftwareRaid({ run, client: s.client, image: img, bootMode: 'bios', capabilities, log });
       // The image's MBR signature: not zero, so install_bootloader goes on to GRUB.
       expect(rootUuid).not.toBe('0x00000000');
       await run.vm!.stop();
@@ -81,11 +60,11 @@ for (const diskLabel of ['msdos', 'gpt'] as const) {
       // of the BIOS boot partition (gpt).
       const arrays: string[] = [];
       for (const [i, d] of disks.entries()) {
-        const parts = partitions(d, diskLabel === 'gpt' ? 'gpt' : 'dos');
+        const parts = partitionTable(d, diskLabel === 'gpt' ? 'gpt' : 'dos');
         const biosBoot = parts.find((p) => p.type.toUpperCase() === BIOS_BOOT_TYPE);
         const raid = parts.filter((p) => p !== biosBoot);
         expect(raid.map((p) => p.start), `disk${i}: one RAID partition`).toEqual([diskLabel === 'gpt' ? 8 * 2048 : 2048]);
-        const sb = mdSuperblock12(d, raid[0]!);
+        const sb = mdSuperblock(d, mdSuperblockOffset(raid[0]!, '1.2'));
         expect(sb.magic, `md superblock in disk${i}'s partition`).toBe(MD_MAGIC);
         expect(sb.level).toBe(1);
         arrays.push(sb.uuid);
@@ -108,7 +87,7 @@ for (const diskLabel of ['msdos', 'gpt'] as const) {
 
       // SeaBIOS ran the MBR's boot code, which loaded GRUB's core.img; grub-mkconfig's menu entry
       // (made by the agent in the image's chroot) names the root by UUID.
-      const boot = { run, mac: s.mac, accel: accel!.accel, firmware: 'bios', image: img, rootPartition: 'p1', bootPath: /Booting from Hard Disk[\s\S]*GRUB loading/, log, fail } as const;
+      const boot = { run, mac: s.mac, accel: accel!.accel, firmware: 'bios', image: img, rootPartition: 'p1', bootPath: /Booting from Hard Disk[\s\S]*GRUB loading/, log } as const;
       await bootFromRaid({ ...boot, name: 'both', disks, mirrors: '2 out of 2' });
       // The second disk alone: its own MBR and core.img, a degraded array.
       await bootFromRaid({ ...boot, name: 'degraded', disks: [disks[1]!], mirrors: '1 out of 2' });

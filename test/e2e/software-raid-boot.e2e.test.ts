@@ -13,6 +13,7 @@ import { copyFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readAt } from '../integration/support.js';
+import { MD_MAGIC, mdSuperblock, mdSuperblockOffset, partitionTable } from './support/md-members.js';
 import { wholeDiskImage, type WholeDiskImage } from './support/partition-image.js';
 import { bootFromRaid, deployOntoSoftwareRaid } from './support/software-raid-deploy.js';
 import { StandaloneRun } from './support/standalone-vm.js';
@@ -20,7 +21,6 @@ import { OVMF_VARS, type AccelChoice } from './support/vm.js';
 
 const DISK_BYTES = 5 * 2 ** 30;
 const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
-const MD_MAGIC = 0xa92b4efc;
 
 const run = new StandaloneRun('raidboot', {
   mmdebstrap: 'mmdebstrap', mdir: 'mtools', sfdisk: 'fdisk', sgdisk: 'gdisk', 'qemu-img': 'qemu-utils', 'mkfs.ext4': 'e2fsprogs', 'mkfs.vfat': 'dosfstools', 'grub-mkstandalone': 'grub-common',
@@ -29,28 +29,6 @@ let image: WholeDiskImage | null = null;
 let accel: AccelChoice | null = null;
 
 const log = (line: string) => console.log(`[e2e-raidboot ${new Date().toISOString().slice(11, 19)}] ${line}`);
-const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-
-interface GptPartition {
-  start: number;
-  size: number;
-  type: string;
-}
-
-function gptPartitions(disk: string): GptPartition[] {
-  const t = JSON.parse(execFileSync('sfdisk', ['--json', disk], { encoding: 'utf8' })) as { partitiontable: { label: string; partitions: GptPartition[] } };
-  expect(t.partitiontable.label).toBe('gpt');
-  return t.partitiontable.partitions;
-}
-
-/** The md superblock of a metadata 1.0 member: 8–12 KiB before the end of the partition, 4 KiB aligned. */
-function mdSuperblock10(disk: string, p: GptPartition): { magic: number; major: number; level: number; uuid: string } {
-  const end = (p.start + p.size) * 512;
-  const at = Math.floor((end - 8192) / 4096) * 4096;
-  const sb = readAt(disk, at, 256);
-  return { magic: sb.readUInt32LE(0), major: sb.readUInt32LE(4), level: sb.readInt32LE(72), uuid: sb.subarray(16, 32).toString('hex') };
-}
-
 describe('Ferrum ramdisk: an OS boots from a software RAID-1 root (UEFI, two disks), also degraded', () => {
   beforeAll(async () => {
     ({ accel, built: image } = await run.setUpWith(wholeDiskImage(log)));
@@ -66,10 +44,7 @@ describe('Ferrum ramdisk: an OS boots from a software RAID-1 root (UEFI, two dis
     const s = await run.boot(disks[0]!, accel!.accel, [disks[1]!]);
     const varsFile = join(run.runDir, 'ferrum-raidboot-OVMF_VARS.fd');
     log(`agent up in ${s.upAfterS.toFixed(1)} s at ${s.vmIp}`);
-    const fail = (err: Error): never => {
-      throw new Error(`${err.message}\n${run.diagnostics()}`);
-    };
-    const rootUuid = await deployOntoSoftwareRaid({ run, client: s.client, image: img, bootMode: 'uefi', log, fail });
+    const rootUuid = await deployOntoSoftwareRaid({ run, client: s.client, image: img, bootMode: 'uefi', log });
     // For a GPT image, IPA's disk identifier is the protective MBR's (zero) signature.
     expect(rootUuid).toBe('0x00000000');
     await run.vm!.stop();
@@ -78,10 +53,10 @@ describe('Ferrum ramdisk: an OS boots from a software RAID-1 root (UEFI, two dis
     // the image's loader at the fallback path.
     const espUuids: string[] = [];
     for (const [i, d] of disks.entries()) {
-      const parts = gptPartitions(d);
+      const parts = partitionTable(d, 'gpt');
       const esp = parts.find((p) => p.type.toUpperCase() === ESP_TYPE);
       expect(esp, `an ESP on disk${i}: ${JSON.stringify(parts)}`).toBeDefined();
-      const sb = mdSuperblock10(d, esp!);
+      const sb = mdSuperblock(d, mdSuperblockOffset(esp!, '1.0'));
       expect(sb.magic, `md superblock at the end of disk${i}'s ESP`).toBe(MD_MAGIC);
       expect(sb.level).toBe(1);
       espUuids.push(sb.uuid);
@@ -96,7 +71,7 @@ describe('Ferrum ramdisk: an OS boots from a software RAID-1 root (UEFI, two dis
     for (const i of [0, 1]) expect(vars.includes(Buffer.from(`(RAID, part${i})`, 'utf16le')), `an NVRAM entry for holder ${i}`).toBe(true);
 
     // GRUB (the image's own EFI loader) read the kernel through md: its root device names the array.
-    const boot = { run, mac: s.mac, accel: accel!.accel, firmware: 'uefi', image: img, rootPartition: 'p2', bootPath: /GRUB \(the image's own EFI loader\): root is md/, log, fail } as const;
+    const boot = { run, mac: s.mac, accel: accel!.accel, firmware: 'uefi', image: img, rootPartition: 'p2', bootPath: /GRUB \(the image's own EFI loader\): root is md/, log } as const;
     // Both disks, the NVRAM the agent wrote.
     await bootFromRaid({ ...boot, name: 'both', disks, varsFile, mirrors: '2 out of 2' });
     // The second disk alone, empty NVRAM: firmware's fallback path on that disk's ESP copy, and a

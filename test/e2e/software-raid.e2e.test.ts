@@ -11,35 +11,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { ImageInfo } from '../../src/protocol/image-info.js';
 import type { Node } from '../../src/protocol/steps.js';
+import { MD_MAGIC, mdSuperblock, mdSuperblockOffset, partitionTable } from './support/md-members.js';
 import { RAMDISK_DIR, StandaloneRun } from './support/standalone-vm.js';
 import { chooseAccel } from './support/vm.js';
 
 const DISK_BYTES = 5 * 2 ** 30;
 const IMAGE_BYTES = 64 * 2 ** 20;
-const MD_MAGIC = 0xa92b4efc;
 
 const run = new StandaloneRun('raid', { sgdisk: 'gdisk', sfdisk: 'fdisk' });
 const log = (line: string) => console.log(`[e2e-raid ${new Date().toISOString().slice(11, 19)}] ${line}`);
-
-/** The first partition of a disk file, from its GPT. */
-function firstPartitionOffset(disk: string): number {
-  const t = JSON.parse(execFileSync('sfdisk', ['--json', disk], { encoding: 'utf8' })) as { partitiontable: { label: string; partitions: Array<{ start: number }> } };
-  expect(t.partitiontable.label).toBe('gpt');
-  return t.partitiontable.partitions[0]!.start * 512;
-}
-
-/** md v1.2 superblock, 4 KiB into a member (struct mdp_superblock_1). */
-function mdSuperblock(disk: string, partOffset: number) {
-  const sb = readAt(disk, partOffset + 4096, 256);
-  return {
-    magic: sb.readUInt32LE(0),
-    major: sb.readUInt32LE(4),
-    uuid: sb.subarray(16, 32).toString('hex'),
-    level: sb.readInt32LE(72),
-    raidDisks: sb.readUInt32LE(92),
-    dataOffset: Number(sb.readBigUInt64LE(128)) * 512,
-  };
-}
 
 describe('Ferrum ramdisk: software RAID-1 over two disks, in a VM', () => {
   beforeAll(() => run.setUp(), 600_000);
@@ -94,9 +74,7 @@ describe('Ferrum ramdisk: software RAID-1 over two disks, in a VM', () => {
       image_type: 'whole-disk',
     } as unknown as ImageInfo;
     t = Date.now();
-    const prepared = await client.prepareImage(info, null, { timeoutMs: 600_000 }).catch((err: Error) => {
-      throw new Error(`${err.message}\n${run.diagnostics()}`);
-    });
+    const prepared = await client.prepareImage(info, null, { timeoutMs: 600_000 }).catch(run.fail);
     log(`prepare_image in ${Date.now() - t} ms: ${prepared?.result}`);
     // The smallest disk-like device of at least 4 GiB is the array.
     expect(prepared?.result).toMatch(/written to device \/dev\/md\d+/);
@@ -104,9 +82,11 @@ describe('Ferrum ramdisk: software RAID-1 over two disks, in a VM', () => {
 
     // Both members: same array, RAID-1 of 2, the image at the data offset.
     const sbs = disks.map((d) => {
-      const at = firstPartitionOffset(d);
+      const first = partitionTable(d, 'gpt')[0]!;
+      const at = first.start * 512;
       expect(at).toBe(551 * 2 ** 20); // room for the ESP install_bootloader makes in UEFI mode
-      return { at, sb: mdSuperblock(d, at) };
+      const sbAt = mdSuperblockOffset(first, '1.2');
+      return { at, sbAt, sb: mdSuperblock(d, sbAt) };
     });
     for (const [i, { at, sb }] of sbs.entries()) {
       log(`disk${i}: partition at ${at}, md superblock ${JSON.stringify(sb)}`);
@@ -125,7 +105,7 @@ describe('Ferrum ramdisk: software RAID-1 over two disks, in a VM', () => {
     log(`delete_configuration in ${Date.now() - t} ms: ${JSON.stringify(deleted)}`);
     await client.sync();
     for (const [i, d] of disks.entries()) {
-      expect(readAt(d, sbs[i]!.at + 4096, 4).readUInt32LE(0), `no md superblock left on disk${i}`).not.toBe(MD_MAGIC);
+      expect(readAt(d, sbs[i]!.sbAt, 4).readUInt32LE(0), `no md superblock left on disk${i}`).not.toBe(MD_MAGIC);
       expect(readAt(d, 0, 2 ** 20).equals(Buffer.alloc(2 ** 20)), `disk${i} has no partition table`).toBe(true);
     }
     run.passed = true;

@@ -25,8 +25,6 @@ let accel: AccelChoice | null = null;
 const log = (line: string) => console.log(`[e2e-uefi ${new Date().toISOString().slice(11, 19)}] ${line}`);
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-const diagnostics = () => run.diagnostics();
-
 describe('Ferrum ramdisk: UEFI GRUB for a partition image, in a VM with OVMF', () => {
   beforeAll(async () => {
     ({ accel, built: image } = await run.setUpWith(partitionImage(log)));
@@ -73,9 +71,7 @@ describe('Ferrum ramdisk: UEFI GRUB for a partition image, in a VM with OVMF', (
       configdrive: null,
     } as unknown as ImageInfo;
     const t0 = Date.now();
-    const prepared = await client.prepareImage(info, null, { timeoutMs: 1_200_000 }).catch((err: Error) => {
-      throw new Error(`${err.message}\n${diagnostics()}`);
-    });
+    const prepared = await client.prepareImage(info, null, { timeoutMs: 1_200_000 }).catch(run.fail);
     const message = prepared?.result ?? '';
     log(`prepare_image in ${secs(Date.now() - t0)}: ${message}`);
     const m = /root_uuid=(\S+) efi_system_partition_uuid=(\S+)/.exec(message);
@@ -86,9 +82,7 @@ describe('Ferrum ramdisk: UEFI GRUB for a partition image, in a VM with OVMF', (
     expect(uuids).toMatchObject({ 'root uuid': rootUuid, 'efi system partition uuid': espUuid });
 
     const t1 = Date.now();
-    await client.installBootloader({ root_uuid: rootUuid, efi_system_part_uuid: espUuid, target_boot_mode: 'uefi' }, { timeoutMs: 1_200_000 }).catch((err: Error) => {
-      throw new Error(`${err.message}\n${diagnostics()}`);
-    });
+    await client.installBootloader({ root_uuid: rootUuid, efi_system_part_uuid: espUuid, target_boot_mode: 'uefi' }, { timeoutMs: 1_200_000 }).catch(run.fail);
     log(`install_bootloader in ${secs(Date.now() - t1)}`);
     await client.sync();
     await run.vm!.stop();
@@ -115,9 +109,7 @@ describe('Ferrum ramdisk: UEFI GRUB for a partition image, in a VM with OVMF', (
     const vm = (run.vm = startVm({ name: 'ferrum-uefi-disk', mac: s.mac, net: n, tap, disk, varsFile, accel: accel!.accel, memMiB: 1024, boot: 'disk',
       serialLog: join(run.runDir, 'serial-disk.log'), qemuLog: join(run.runDir, 'qemu-disk.log') }));
     const markerRe = new RegExp(`${PARTITION_OS_MARKER} root=(\\S+)`);
-    const at = await vm.waitForSerial(markerRe, 600_000).catch((err: Error) => {
-      throw new Error(`${err.message}\n${diagnostics()}`);
-    });
+    const at = await vm.waitForSerial(markerRe, 600_000).catch(run.fail);
     const serial = vm.serial();
     const bootEntry = /BdsDxe: (?:loading|starting) (Boot[0-9A-F]{4} "[^"]*")/.exec(serial)?.[1] ?? 'not shown by the firmware';
     log(`booted from disk in ${secs(at - vm.startedAt)} via ${bootEntry}: ${markerRe.exec(serial)![0]}`);

@@ -2,10 +2,10 @@
 // (test/helpers/bootable-image.ts: cloud kernel, GRUB for BIOS and x86_64-efi, mdadm): the
 // partition image (UEFI partition test) is that root as an ext4 file system image with GRUB
 // defaults for the serial console and an init that prints a marker and powers off; the whole-disk
-// image (software RAID boot tests) puts it behind a GPT and an ESP (UEFI), or an MBR (BIOS). No loop devices, no mounts:
-// unpacked into a directory and made with `mkfs.ext4 -d`. Both are qcow2, cached under
-// $FERRUM_CACHE_DIR/e2e, keyed by their versions and the root file system's.
-import { execFile } from 'node:child_process';
+// image (software RAID boot tests) puts it behind a GPT and an ESP (UEFI), or an MBR (BIOS). No
+// loop devices, no mounts: unpacked into a directory and made with `mkfs.ext4 -d`. All are qcow2,
+// cached under $FERRUM_CACHE_DIR/e2e, keyed by their versions and the root file system's.
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
@@ -93,6 +93,14 @@ export async function partitionImage(log: (line: string) => void): Promise<Parti
   });
 }
 
+/** The partition image's ext4 file system as a raw file in `work`: what the whole-disk images put behind their table. */
+async function rawRootFs(work: string, log: (line: string) => void): Promise<{ part: PartitionImage; ext4: string }> {
+  const part = await partitionImage(log);
+  const ext4 = join(work, 'root.ext4');
+  await exec('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', part.path, ext4]);
+  return { part, ext4 };
+}
+
 export const WHOLE_DISK_IMAGE_VERSION = 'uefi-v1';
 export const BIOS_WHOLE_DISK_IMAGE_VERSION = 'bios-v1';
 
@@ -130,7 +138,7 @@ function embeddedGrubConfig(rootUuid: string): string {
  */
 export async function wholeDiskImage(log: (line: string) => void): Promise<WholeDiskImage> {
   return cachedQcow2(`whole-disk-${ROOTFS_VERSION}-${PARTITION_IMAGE_VERSION}-${WHOLE_DISK_IMAGE_VERSION}`, async (work) => {
-    const part = await partitionImage(log);
+    const { part, ext4 } = await rawRootFs(work, log);
     const MiB = 2 ** 20;
     const espMiB = 64;
     const cfg = join(work, 'grub.cfg');
@@ -142,8 +150,6 @@ export async function wholeDiskImage(log: (line: string) => void): Promise<Whole
     const mt = { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } };
     await exec('mmd', ['-i', esp, '::/EFI', '::/EFI/BOOT'], mt);
     await exec('mcopy', ['-i', esp, loader, '::/EFI/BOOT/BOOTX64.EFI'], mt);
-    const ext4 = join(work, 'root.ext4');
-    await exec('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', part.path, ext4]);
     const raw = join(work, 'disk.raw');
     const rootStart = (1 + espMiB) * MiB;
     await exec('truncate', ['-s', String(rootStart + part.virtualBytes + MiB), raw]);
@@ -162,21 +168,12 @@ export async function wholeDiskImage(log: (line: string) => void): Promise<Whole
  */
 export async function biosWholeDiskImage(log: (line: string) => void): Promise<WholeDiskImage> {
   return cachedQcow2(`whole-disk-${ROOTFS_VERSION}-${PARTITION_IMAGE_VERSION}-${BIOS_WHOLE_DISK_IMAGE_VERSION}`, async (work) => {
-    const part = await partitionImage(log);
+    const { part, ext4 } = await rawRootFs(work, log);
     const MiB = 2 ** 20;
-    const ext4 = join(work, 'root.ext4');
-    await exec('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', part.path, ext4]);
     const raw = join(work, 'disk.raw');
     await exec('truncate', ['-s', String(MiB + part.virtualBytes), raw]);
-    await sfdisk(raw, `label: dos\nstart=2048, type=83, bootable\n`);
+    execFileSync('sfdisk', ['-q', raw], { input: 'label: dos\nstart=2048, type=83, bootable\n' });
     await exec('dd', [`if=${ext4}`, `of=${raw}`, 'bs=1M', 'seek=1', 'conv=notrunc,sparse', 'status=none']);
     return { raw, facts: { rootUuid: part.rootUuid } };
-  });
-}
-
-async function sfdisk(disk: string, script: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const child = execFile('sfdisk', ['-q', disk], (err) => (err ? reject(err) : resolve()));
-    child.stdin!.end(script);
   });
 }

@@ -22,13 +22,12 @@ export interface RaidDeployOptions {
   /** The node's capabilities (default boot_mode:<bootMode>). */
   capabilities?: string;
   log: (line: string) => void;
-  /** Adds the run's diagnostics to a failure. */
-  fail: (err: Error) => never;
 }
 
 /** create_configuration (one RAID-1 MAX), prepare_image, install_bootloader; returns the root uuid used. */
 export async function deployOntoSoftwareRaid(o: RaidDeployOptions): Promise<string> {
-  const { client, log, fail } = o;
+  const { client, log } = o;
+  const fail = o.run.fail;
   const node = {
     uuid: '0b7e4bde-3f0c-4b57-8d51-5a3c1e2b9f20',
     target_raid_config: { logical_disks: [{ size_gb: 'MAX', raid_level: '1', controller: 'software' }] },
@@ -97,7 +96,6 @@ export interface RaidBootOptions {
   /** What the firmware and the boot loader print on the way. */
   bootPath: RegExp;
   log: (line: string) => void;
-  fail: (err: Error) => never;
 }
 
 /** Boots the deployed OS from the disks; checks that its root is the array's partition. */
@@ -109,7 +107,7 @@ export async function bootFromRaid(o: RaidBootOptions): Promise<void> {
     name: `ferrum-raid-${o.firmware}-${o.name}`, mac: o.mac, net: n, tap, disk: o.disks[0]!, extraDisks: o.disks.slice(1), firmware: o.firmware, varsFile: o.varsFile, accel: o.accel, memMiB: 1024, boot: 'disk',
     serialLog: join(o.run.runDir, `serial-${o.name}.log`), qemuLog: join(o.run.runDir, `qemu-${o.name}.log`),
   }));
-  const at = await vm.waitForSerial(markerRe, 900_000).catch(o.fail);
+  const at = await vm.waitForSerial(markerRe, 900_000).catch(o.run.fail);
   const serial = vm.serial();
   const [line, root, dev] = markerRe.exec(serial)!;
   o.log(`${o.name}: booted in ${secs(at - vm.startedAt)}: ${line}`);

@@ -132,6 +132,11 @@ export class StandaloneRun {
     else console.log(`e2e run directory kept: ${this.runDir}`);
   }
 
+  /** Rethrows `err` with the run's diagnostics (for `.catch(run.fail)`). */
+  readonly fail = (err: Error): never => {
+    throw new Error(`${err.message}\n${this.diagnostics()}`);
+  };
+
   diagnostics(): string {
     return [`run directory (kept): ${this.runDir}`, this.vm ? `--- serial console (last lines)\n${serialTail(this.vm.serial(), 50)}` : ''].join('\n');
   }
