@@ -27,6 +27,8 @@ export interface StartAgentOptions {
   protocol?: 'http' | 'https';
   waitForApi?: boolean;
   env?: Record<string, string>;
+  /** The Node.js binary to run it on (default: this one). */
+  node?: string;
 }
 
 export async function startAgent(o: StartAgentOptions): Promise<AgentProcess> {
@@ -34,7 +36,7 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentProcess> {
   const logFile = join(dir, 'agent.log');
   const out = createWriteStream(logFile);
   const host = o.host ?? '127.0.0.1';
-  const argv = [process.execPath, AGENT_MAIN, '--listen-host', host, '--listen-port', String(o.port), '--state-dir', dir, ...o.args];
+  const argv = [o.node ?? process.execPath, AGENT_MAIN, '--listen-host', host, '--listen-port', String(o.port), '--state-dir', dir, ...o.args];
   const [cmd, ...rest] = o.wrapper ? [...o.wrapper, ...argv] : argv;
   const proc = spawn(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
   proc.stdout!.pipe(out);

@@ -1,16 +1,17 @@
 // Container detection and on-the-fly decompression. gzip runs in node:zlib off the main thread; xz
-// and zstd run as `xz -dc` / `zstd -dc` subprocesses fed through pipes with back-pressure (nothing
-// is buffered beyond pipe sizes). Node 24's zlib zstd is only the fallback when there is no zstd
-// binary: on a 2 GiB image it took 11–16 s and 10–22 s of CPU where the subprocess took 6–8 s
-// (bench/image-write, raw.zst; most of it garbage collection and thread-pool hand-offs per chunk).
-// Feeding zstd through FIFOs from worker threads was slower still (4.8–5.8 s without writing a
-// byte): 64 KiB pipes cost a context switch each, and libuv's stdio socketpairs buffer more.
+// runs as an `xz -dc` subprocess fed through pipes with back-pressure (nothing is buffered beyond
+// pipe sizes). zstd, where Node's zlib has it (Node 24, the ramdisk's), is decompressed on the hash
+// worker straight into the device writer's buffers (zstd-worker.ts): 3.4–3.9 s for a 2 GiB image
+// where the `zstd -dc` subprocess took 6–7 s and zlib's zstd stream 11–16 s (bench/image-write,
+// raw.zst). Elsewhere (Node 20) the subprocess does it, and zlib's stream only without a zstd binary.
 import * as zlib from 'node:zlib';
 import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { Readable, type Transform } from 'node:stream';
 import { AgentError } from '../errors.js';
+import { BufferPool } from './device-writer.js';
+import { zstdInWorker, zstdWorkerAvailable, type ZstdWorkerOptions } from './zstd-worker.js';
 
 export type Compression = 'gzip' | 'xz' | 'zstd' | 'bzip2' | null;
 
@@ -23,7 +24,7 @@ export function detectCompression(head: Buffer): Compression {
 }
 
 /** Reads until at least `n` bytes are available; returns them and an iterable that replays them first. */
-export async function peek(source: AsyncIterable<Buffer>, n: number): Promise<{ head: Buffer; stream: AsyncIterable<Buffer> }> {
+export async function peek(source: AsyncIterable<Buffer>, n: number): Promise<{ head: Buffer; stream: AsyncGenerator<Buffer> }> {
   const it = source[Symbol.asyncIterator]();
   const taken: Buffer[] = [];
   let have = 0;
@@ -37,11 +38,17 @@ export async function peek(source: AsyncIterable<Buffer>, n: number): Promise<{ 
     taken.push(r.value);
     have += r.value.length;
   }
-  const head = Buffer.concat(taken);
+  // One chunk (the usual case) is replayed as it is, and only the few bytes asked for are copied:
+  // chunks can be 4 MiB pool buffers (zstd-worker.ts) that must reach the consumer themselves.
+  const first = taken.length === 1 ? taken[0]! : Buffer.concat(taken);
+  taken.length = 0;
+  let replayed: Buffer | null = first;
   async function* replay(): AsyncGenerator<Buffer> {
     let finished = done;
     try {
-      if (head.length) yield head;
+      const chunk = replayed;
+      replayed = null; // not kept for the whole stream
+      if (chunk?.length) yield chunk;
       if (done) return;
       for (;;) {
         const r = await it.next();
@@ -57,7 +64,7 @@ export async function peek(source: AsyncIterable<Buffer>, n: number): Promise<{ 
       if (!finished) await it.return?.();
     }
   }
-  return { head: head.subarray(0, Math.min(n, head.length)), stream: replay() };
+  return { head: Buffer.from(first.subarray(0, Math.min(n, first.length))), stream: replay() };
 }
 
 const onPathCache = new Map<string, boolean>();
@@ -127,22 +134,52 @@ async function* throughProcess(source: AsyncIterable<Buffer>, cmd: string, args:
   }
 }
 
+let zstdWorker: boolean | undefined;
+
+export interface Decompressed {
+  stream: AsyncGenerator<Buffer>;
+  compression: Compression;
+  /** A chunk's memory is reused once the next is asked for: a consumer that keeps chunks copies them. */
+  reusesChunks: boolean;
+  /** What decompresses, for the log: `zstd -dc`, `zlib on the hash worker`… (null: not compressed). */
+  via: string | null;
+}
+
+export interface DecompressOptions {
+  /** The device writer's pool: the zstd worker decompresses into its buffers (one made otherwise). */
+  pool?: BufferPool;
+  /** Hashing the zstd worker may take over (see ZstdWorkerOptions). */
+  hash?: ZstdWorkerOptions['hash'];
+  /**
+   * The caller reads only the first bytes (a probe): a decompressor that yields output at once is
+   * chosen over the zstd worker, whose first chunk is a whole 4 MiB buffer (up to 4 MiB more input
+   * downloaded for nothing).
+   */
+  headOnly?: boolean;
+}
+
 /** Decompresses `source` if it is compressed; returns the stream and what it was. */
-export async function decompressing(source: AsyncIterable<Buffer>): Promise<{ stream: AsyncIterable<Buffer>; compression: Compression }> {
+export async function decompressing(source: AsyncIterable<Buffer>, o: DecompressOptions = {}): Promise<Decompressed> {
   const { head, stream } = await peek(source, 8);
   const compression = detectCompression(head);
+  const through = (s: AsyncGenerator<Buffer>, via: string | null, reusesChunks = false): Decompressed => ({ stream: s, compression, reusesChunks, via });
   switch (compression) {
     case null:
-      return { stream, compression };
+      return through(stream, null);
     case 'gzip':
-      return { stream: throughTransform(stream, zlib.createGunzip({ chunkSize: 1 << 20 }), 'gzip'), compression };
+      return through(throughTransform(stream, zlib.createGunzip({ chunkSize: 1 << 20 }), 'gzip'), 'zlib gunzip');
     case 'zstd': {
-      const t = onPath('zstd') ? null : zstdTransform();
-      return { stream: t ? throughTransform(stream, t, 'zstd') : throughProcess(stream, 'zstd', ['-dc', '-q']), compression };
+      zstdWorker ??= zstdWorkerAvailable();
+      if (zstdWorker && !o.headOnly) {
+        const shared = !!o.hash?.digest.thread;
+        return through(zstdInWorker(stream, { pool: o.pool ?? new BufferPool(3), hash: o.hash ?? null }), shared ? 'zlib zstd on the hash worker' : 'zlib zstd on a worker', true);
+      }
+      const t = onPath('zstd') && !o.headOnly ? null : zstdTransform();
+      return t ? through(throughTransform(stream, t, 'zstd'), 'zlib zstd stream') : through(throughProcess(stream, 'zstd', ['-dc', '-q']), 'zstd -dc');
     }
     case 'xz':
-      return { stream: throughProcess(stream, 'xz', ['-dc', '-T0']), compression };
+      return through(throughProcess(stream, 'xz', ['-dc', '-T0']), 'xz -dc');
     case 'bzip2':
-      return { stream: throughProcess(stream, 'bzip2', ['-dc']), compression };
+      return through(throughProcess(stream, 'bzip2', ['-dc']), 'bzip2 -dc');
   }
 }

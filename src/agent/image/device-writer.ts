@@ -47,6 +47,13 @@ export function allocateAligned(fd: number, size: number): Buffer | null {
 }
 
 /**
+ * Chunks of a stream that lie in a pool buffer their producer offers to the consumer: a consumer
+ * that calls the function owns that buffer from then on (it gets it, to release it to the pool);
+ * otherwise the producer reuses it once the next chunk is asked for.
+ */
+export const offeredPoolBuffers = new WeakMap<Buffer, () => Buffer>();
+
+/**
  * A few MAX_WRITE buffers reused for the whole write: one copy from the network chunks into a
  * buffer the writer releases when its write is done. No allocation per 4 MiB (fresh buffers cost
  * page faults and GC), and the pool size bounds the memory in flight.
@@ -363,6 +370,14 @@ export async function* rawOps(source: AsyncIterable<Buffer>, pool: BufferPool): 
     return op;
   };
   for await (const chunk of source) {
+    // A whole pool buffer offered by the producer (the zstd worker's output) is taken as it is.
+    const take = fill === 0 ? offeredPoolBuffers.get(chunk) : undefined;
+    if (take) {
+      const whole = take();
+      yield { kind: 'data', offset, data: chunk, pooled: pool.aligned, release: () => pool.release(whole) };
+      offset += chunk.length;
+      continue;
+    }
     let off = 0;
     while (off < chunk.length) {
       buf ??= await pool.acquire();

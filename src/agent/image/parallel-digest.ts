@@ -5,8 +5,10 @@
 // Bytes that already sit in shared memory (the device writer's buffers, for raw images) are hashed
 // where they are with updateShared(): no copy at all.
 import { createHash } from 'node:crypto';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startPipelineWorker } from './pipeline-worker.js';
 import { copyIntoShared } from './shared-memory.js';
+import { ZSTD_WORKER_SOURCE } from './zstd-worker-source.js';
 
 export interface StreamDigest {
   /** Adds bytes; returns a promise only when the caller must wait for a free slot. */
@@ -18,6 +20,8 @@ export interface StreamDigest {
   updateShared(view: Buffer): Promise<void>;
   /** Hex digest of everything added. */
   digest(): Promise<string>;
+  /** The hashing thread, which also hosts a zstd decompressor (zstd-worker.ts); null when inline. */
+  readonly thread: Worker | null;
 }
 
 // Slots are made on first use: a raw image's bytes are hashed in the writer's buffers instead, and
@@ -33,6 +37,7 @@ const { createHash } = require('node:crypto');
 const hash = createHash(workerData.algorithm);
 let slots = [];
 parentPort.on('message', (m) => {
+  if (m.z) return; // for the zstd decompressor that shares this thread
   if (m.slots) {
     slots = m.slots.map((sab) => new Uint8Array(sab));
     return;
@@ -57,6 +62,9 @@ parentPort.on('message', (m) => {
 
 class WorkerDigest implements StreamDigest {
   private readonly worker: Worker;
+  get thread(): Worker {
+    return this.worker;
+  }
   private slots: Buffer[] = [];
   private free: number[] = [];
   private waiters: Array<() => void> = [];
@@ -69,9 +77,11 @@ class WorkerDigest implements StreamDigest {
   private readonly sharedPending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
 
   constructor(algorithm: string) {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { algorithm } });
+    // The zstd decompressor shares this thread: one worker's memory, not two.
+    this.worker = startPipelineWorker(WORKER_SOURCE + ZSTD_WORKER_SOURCE, { algorithm });
     this.worker.unref();
-    this.worker.on('message', (m: { slot?: number; digest?: string; sharedDone?: number }) => {
+    this.worker.on('message', (m: { slot?: number; digest?: string; sharedDone?: number; z?: true }) => {
+      if (m.z) return; // the zstd decompressor's
       if (m.sharedDone !== undefined) {
         this.sharedPending.get(m.sharedDone)?.resolve();
         this.sharedPending.delete(m.sharedDone);
@@ -170,6 +180,7 @@ class WorkerDigest implements StreamDigest {
 }
 
 class InlineDigest implements StreamDigest {
+  readonly thread = null;
   private readonly hash;
   constructor(algorithm: string) {
     this.hash = createHash(algorithm);

@@ -26,10 +26,11 @@
 // Memory: the L1 table, the pending extents of L2 tables already parsed (L2 tables themselves are
 // dropped once parsed), one cluster being accumulated per active entry, up to maxOpBytes being
 // coalesced, up to 16 MiB of clusters being decompressed, and limbo RAM up to maxBufferedBytes.
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import zlib from 'node:zlib';
 import type { Logger } from '../log.js';
 import type { SpillArea, WriteOp } from './write-ops.js';
+import { startPipelineWorker } from './pipeline-worker.js';
 
 /** An image Ferrum cannot or will not write; the message is meant for the operator. */
 export class Qcow2Error extends Error {
@@ -747,7 +748,7 @@ class InflateWorker {
     if (this.broken) return Promise.resolve(null);
     if (!this.worker) {
       try {
-        this.worker = new Worker(INFLATE_WORKER_SOURCE, { eval: true });
+        this.worker = startPipelineWorker(INFLATE_WORKER_SOURCE);
         this.worker.unref();
         this.worker.on('message', (r: InflateReply) => {
           this.waiting.get(r.id)?.(r);

@@ -101,6 +101,10 @@ async function* sharedHashing(ops: AsyncIterable<WriteOp>, hash: StreamDigest, a
   }
 }
 
+async function* copied(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  for await (const chunk of source) yield Buffer.from(chunk);
+}
+
 /** A spill area that is only placed once the reader has said how big the image is. */
 function deferredSpill(o: StreamOptions, virtualSize: () => number | null): SpillArea {
   let area: SpillArea | null = null;
@@ -136,22 +140,36 @@ export async function streamImageToDevice(o: StreamOptions): Promise<StreamResul
   }
 }
 
-async function streamFrom(source: AsyncGenerator<Buffer>, tap: HashTap, o: StreamOptions): Promise<StreamResult> {
-  const { stream: plain, compression } = await decompressing(source);
-  const { head, stream } = await peek(plain, 4);
-  const format = detectFormat(head);
+/** Why an image of `format` may not be written here (disk_format says otherwise, not permitted), or null. */
+function refusal(format: ImageFormat, o: StreamOptions): AgentError | null {
   if (o.diskFormat && o.diskFormat !== format && !(o.diskFormat === 'iso' && format === 'raw')) {
-    throw invalidImage(`the image is ${format} but its disk_format says ${o.diskFormat}`);
+    return invalidImage(`the image is ${format} but its disk_format says ${o.diskFormat}`);
   }
   const permittedName = format === 'raw' && o.diskFormat === 'iso' ? 'iso' : format;
   if (o.permittedFormats.length && !o.permittedFormats.includes(permittedName)) {
-    throw invalidImage(`image format ${permittedName} is not permitted (permitted: ${o.permittedFormats.join(', ')})`);
+    return invalidImage(`image format ${permittedName} is not permitted (permitted: ${o.permittedFormats.join(', ')})`);
   }
-  o.log.info({ format, compression }, 'image format detected');
+  return null;
+}
 
+async function streamFrom(source: AsyncGenerator<Buffer>, tap: HashTap, o: StreamOptions): Promise<StreamResult> {
+  // Made first: a zstd worker decompresses straight into the writer's pool buffers.
   const writer = new DeviceWriter(o.fh, { deviceName: o.deviceName, deviceSize: o.deviceSize, preZeroed: o.preZeroed, direct: o.directFh ?? null, discard: o.discard ?? null });
+  const { stream: plain, compression, reusesChunks, via } = await decompressing(source, { pool: writer.pool, hash: { digest: o.hash, handOver: () => tap.handOver() } });
+  const { head, stream: peeked } = await peek(plain, 4);
+  const format = detectFormat(head);
+  const refused = refusal(format, o);
+  if (refused) {
+    // Closed now (peek has taken its first chunk): a decompressor is not left running.
+    await plain.return(undefined).catch(() => undefined);
+    throw refused;
+  }
+  o.log.info({ format, compression, decompressor: via }, 'image format detected');
+
   let virtualSize: number | null = null;
   let ops: AsyncIterable<WriteOp>;
+  // rawOps copies each chunk before it asks for the next; the qcow2 reader keeps views of them.
+  const stream = reusesChunks && format === 'qcow2' ? copied(peeked) : peeked;
   if (format === 'qcow2') {
     const { readQcow2 } = await import('./qcow2-reader.js');
     // Small ops: the writer copies them into its own aligned buffers anyway, and big short-lived
