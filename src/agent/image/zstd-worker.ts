@@ -1,9 +1,9 @@
 // zstd decompression on a worker thread, driven synchronously there. Node's zlib zstd streams run
 // each chunk through libuv's thread pool and allocate a fresh output buffer per chunk: on a 2 GiB
 // image that took 11–16 s, most of it garbage collection and thread hand-offs, and the `zstd -dc`
-// subprocess 6–7 s. Here one worker calls the native decompressor's synchronous write on 1 MiB
+// subprocess 6–7 s. Here one worker calls the native decompressor's synchronous write on 512 KiB
 // input slots and decompresses straight into the device writer's 4 MiB pool buffers, all shared
-// memory: no allocation per chunk, one hand-off per MiB, and no copy of the output (3.8–4.2 s).
+// memory: no allocation per chunk, one hand-off per slot, and no copy of the output (3.4–4.3 s).
 // The compressed bytes are hashed where they lie in the input slots, by the same thread: the
 // decompressor lives in the hash worker (zstd-worker-source.ts), so its memory is not paid twice.
 //
