@@ -10,7 +10,7 @@ import { accessSync, constants as fsConstants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { Readable, type Transform } from 'node:stream';
 import { AgentError } from '../errors.js';
-import { BufferPool } from './device-writer.js';
+import type { BufferPool } from './device-writer.js';
 import { zstdInWorker, zstdWorkerAvailable, type ZstdWorkerOptions } from './zstd-worker.js';
 
 export type Compression = 'gzip' | 'xz' | 'zstd' | 'bzip2' | null;
@@ -146,16 +146,15 @@ export interface Decompressed {
 }
 
 export interface DecompressOptions {
-  /** The device writer's pool: the zstd worker decompresses into its buffers (one made otherwise). */
+  /**
+   * The device writer's pool: with one, zstd is decompressed by the zstd worker into its buffers.
+   * Without (a probe that reads only the first bytes), a decompressor that yields output at once
+   * is used: the worker's first chunk is a whole 4 MiB buffer, up to 4 MiB of input downloaded
+   * for nothing.
+   */
   pool?: BufferPool;
   /** Hashing the zstd worker may take over (see ZstdWorkerOptions). */
   hash?: ZstdWorkerOptions['hash'];
-  /**
-   * The caller reads only the first bytes (a probe): a decompressor that yields output at once is
-   * chosen over the zstd worker, whose first chunk is a whole 4 MiB buffer (up to 4 MiB more input
-   * downloaded for nothing).
-   */
-  headOnly?: boolean;
 }
 
 /** Decompresses `source` if it is compressed; returns the stream and what it was. */
@@ -170,11 +169,11 @@ export async function decompressing(source: AsyncIterable<Buffer>, o: Decompress
       return through(throughTransform(stream, zlib.createGunzip({ chunkSize: 1 << 20 }), 'gzip'), 'zlib gunzip');
     case 'zstd': {
       zstdWorker ??= zstdWorkerAvailable();
-      if (zstdWorker && !o.headOnly) {
+      if (o.pool && zstdWorker) {
         const shared = !!o.hash?.digest.thread;
-        return through(zstdInWorker(stream, { pool: o.pool ?? new BufferPool(3), hash: o.hash ?? null }), shared ? 'zlib zstd on the hash worker' : 'zlib zstd on a worker', true);
+        return through(zstdInWorker(stream, { pool: o.pool, hash: o.hash ?? null }), shared ? 'zlib zstd on the hash worker' : 'zlib zstd on a worker', true);
       }
-      const t = onPath('zstd') && !o.headOnly ? null : zstdTransform();
+      const t = onPath('zstd') ? null : zstdTransform();
       return t ? through(throughTransform(stream, t, 'zstd'), 'zlib zstd stream') : through(throughProcess(stream, 'zstd', ['-dc', '-q']), 'zstd -dc');
     }
     case 'xz':

@@ -189,14 +189,15 @@ export async function probeImage(s: Services, info: ImageInfo, log: Logger, sign
   const src = downloadImage({ ...downloadOptions(s, info, log, signal), onSize: (n) => (served = n), onServing: (url) => (serving ??= url) });
   let it: AsyncIterator<Buffer> | null = null;
   try {
-    const { stream, compression, reusesChunks } = await decompressing(src, { headOnly: true });
+    // No pool: a decompressor that answers at once, whose chunks may be kept.
+    const { stream, compression } = await decompressing(src);
     it = stream[Symbol.asyncIterator]();
     const chunks: Buffer[] = [];
     let have = 0;
     while (have < 512) {
       const r = await it.next();
       if (r.done) break;
-      chunks.push(reusesChunks ? Buffer.from(r.value) : r.value);
+      chunks.push(r.value);
       have += r.value.length;
     }
     const head = Buffer.concat(chunks);

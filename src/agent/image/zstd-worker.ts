@@ -217,13 +217,13 @@ export async function* zstdInWorker(source: AsyncIterable<Buffer>, o: ZstdWorker
     if (own) {
       await worker.terminate();
     } else {
-      let gone = () => undefined as void;
-      await new Promise<void>((resolve) => {
-        onStopped = gone = () => resolve();
-        worker.once('exit', gone);
-        post({ stop: true });
-      });
-      worker.off('exit', gone);
+      let stoppedOrExited!: () => void;
+      const acknowledged = new Promise<void>((resolve) => (stoppedOrExited = resolve));
+      onStopped = stoppedOrExited;
+      worker.once('exit', stoppedOrExited);
+      post({ stop: true });
+      await acknowledged;
+      worker.off('exit', stoppedOrExited);
     }
     worker.off('message', onMessage);
     worker.off('error', onError);
