@@ -35,7 +35,8 @@ export async function peek(source: AsyncIterable<Buffer>, n: number): Promise<{ 
       done = true;
       break;
     }
-    taken.push(r.value);
+    // A source's chunk may be reused once the next is asked for: one that is not the last taken is copied.
+    taken.push(have + r.value.length < n ? Buffer.from(r.value) : r.value);
     have += r.value.length;
   }
   // One chunk (the usual case) is replayed as it is, and only the few bytes asked for are copied:
@@ -155,21 +156,38 @@ export interface DecompressOptions {
   pool?: BufferPool;
   /** Hashing the zstd worker may take over (see ZstdWorkerOptions). */
   hash?: ZstdWorkerOptions['hash'];
+  /** The source's chunks are valid only until the next is asked for (a transient download). */
+  sourceReusesChunks?: boolean;
+}
+
+// Copies of at most 64 KiB come from malloc's heap and are reused as V8 frees them; bigger ones
+// are mapped and faulted in page by page (a qcow2 write took 127k page faults and +30 MiB of RSS).
+const COPY_PIECE = 64 * 1024;
+
+/** Each chunk copied, in pieces: for consumers that keep chunks of a source that reuses their memory. */
+export async function* copied(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  for await (const chunk of source) {
+    for (let off = 0; off < chunk.length; off += COPY_PIECE) yield Buffer.from(chunk.subarray(off, off + COPY_PIECE));
+  }
 }
 
 /** Decompresses `source` if it is compressed; returns the stream and what it was. */
 export async function decompressing(source: AsyncIterable<Buffer>, o: DecompressOptions = {}): Promise<Decompressed> {
-  const { head, stream } = await peek(source, 8);
+  const { head, stream: peeked } = await peek(source, 8);
   const compression = detectCompression(head);
+  const reused = o.sourceReusesChunks === true;
+  // Decompressors that queue their input (pipes, zlib streams) keep chunks: they get copies.
+  const inWorker = compression === 'zstd' && !!o.pool && (zstdWorker ??= zstdWorkerAvailable());
+  const stream = reused && compression !== null && !inWorker ? copied(peeked) : peeked;
   const through = (s: AsyncGenerator<Buffer>, via: string | null, reusesChunks = false): Decompressed => ({ stream: s, compression, reusesChunks, via });
   switch (compression) {
     case null:
-      return through(stream, null);
+      return through(stream, null, reused);
     case 'gzip':
       return through(throughTransform(stream, zlib.createGunzip({ chunkSize: 1 << 20 }), 'gzip'), 'zlib gunzip');
     case 'zstd': {
-      zstdWorker ??= zstdWorkerAvailable();
-      if (o.pool && zstdWorker) {
+      // The worker copies each chunk into its input slots before it asks for the next.
+      if (inWorker && o.pool) {
         const shared = !!o.hash?.digest.thread;
         return through(zstdInWorker(stream, { pool: o.pool, hash: o.hash ?? null }), shared ? 'zlib zstd on the hash worker' : 'zlib zstd on a worker', true);
       }

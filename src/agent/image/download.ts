@@ -7,6 +7,7 @@ import { Agent, ProxyAgent, request, type Dispatcher } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { plainHttpApplies, plainHttpGet } from './plain-http.js';
 
 export interface DownloadOptions {
   urls: string[];
@@ -17,6 +18,13 @@ export interface DownloadOptions {
   retries: number;
   retryIntervalSec: number;
   insecure: boolean;
+  /** Plain-HTTP bodies through plain-http.ts where chunks may be transient (default true); false: undici only. */
+  plainHttp?: boolean;
+  /**
+   * The consumer is done with a chunk when it asks for the next one, so a chunk's memory may be
+   * reused (plain-http.ts's ring). Otherwise every chunk is the consumer's to keep.
+   */
+  transientChunks?: boolean;
   proxies?: { http?: string; https?: string } | null;
   noProxy?: string | null;
   /** Extra request headers (e.g. Authorization). */
@@ -53,6 +61,39 @@ class UrlFailedError extends Error {}
 interface Dispatchers {
   direct: Dispatcher;
   proxy: Map<string, Dispatcher>;
+}
+
+/** An answer from either client, as the download loop uses it. */
+interface Answer {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: AsyncIterable<Buffer>;
+  dump(): Promise<void>;
+  text(): Promise<string>;
+}
+
+async function ask(url: string, headers: Record<string, string>, signal: AbortSignal, o: DownloadOptions, d: Dispatchers): Promise<Answer> {
+  const target = new URL(url);
+  const dispatcher = dispatcherFor(target, o, d);
+  if (o.transientChunks && o.plainHttp !== false && dispatcher === d.direct && plainHttpApplies(target, headers)) {
+    const plain = await plainHttpGet(target, headers, signal);
+    if (plain) {
+      o.log.info({ url, status: plain.statusCode, client: 'plain-http' }, 'image server answered');
+      const dump = async () => plain.close();
+      return { statusCode: plain.statusCode, headers: plain.headers, body: plain.body, dump, text: async () => (await dump(), '') };
+    }
+    o.log.debug({ url }, 'not a plain answer (status, chunked, or malformed head): asking again with undici');
+  }
+  const res = await request(url, {
+    method: 'GET',
+    headers,
+    dispatcher,
+    signal,
+    headersTimeout: o.stallTimeoutSec * 1000,
+    bodyTimeout: o.stallTimeoutSec * 1000,
+  });
+  o.log.info({ url, status: res.statusCode, client: 'undici' }, 'image server answered');
+  return { statusCode: res.statusCode, headers: res.headers, body: res.body, dump: () => res.body.dump(), text: () => res.body.text() };
 }
 
 function dispatcherFor(url: URL, o: DownloadOptions, d: Dispatchers): Dispatcher {
@@ -110,20 +151,13 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
             o.log.warn({ url, offset }, 'resuming image download');
           }
           arm();
-          const res = await request(url, {
-            method: 'GET',
-            headers,
-            dispatcher: dispatcherFor(new URL(url), o, dispatchers),
-            signal: ac.signal,
-            headersTimeout: o.stallTimeoutSec * 1000,
-            bodyTimeout: o.stallTimeoutSec * 1000,
-          });
+          const res = await ask(url, headers, ac.signal, o, dispatchers);
           let skip = 0;
           const served = res.headers['etag'] ?? res.headers['last-modified'];
           if (res.statusCode === 206 && offset > 0) {
             const range = /bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''));
             if (!range || Number(range[1]) !== offset) {
-              await res.body.dump();
+              await res.dump();
               throw new Error(`server resumed at the wrong offset (${String(res.headers['content-range'])}, wanted ${offset})`);
             }
             validator ??= served ? String(served) : null;
@@ -131,7 +165,7 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
             // A fresh answer: the whole file again (server ignored Range, or If-Range said it changed).
             if (offset > 0) {
               if (validator && served && String(served) !== validator) {
-                await res.body.dump();
+                await res.dump();
                 throw new AgentError('ImageDownloadError', `Download of image ${o.imageId} failed: the image changed on the server during the download (${url})`);
               }
               skip = offset;
@@ -143,7 +177,7 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
             }
             validator ??= served ? String(served) : null;
           } else {
-            const body = (await res.body.text().catch(() => '')).slice(0, 300);
+            const body = (await res.text().catch(() => '')).slice(0, 300);
             const msg = `${url} answered HTTP ${res.statusCode}${body ? `: ${body.trim()}` : ''}`;
             if (res.statusCode >= 500 || res.statusCode === 408 || res.statusCode === 429) throw new RetryableError(msg);
             // Not retried, but not the end either: the next URL may well have the image (as IPA).

@@ -4,7 +4,7 @@ import type { StreamDigest } from './parallel-digest.js';
 import type { FileHandle } from 'node:fs/promises';
 import { AgentError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { decompressing, peek, type Compression } from './decompress.js';
+import { copied, decompressing, peek, type Compression } from './decompress.js';
 import { DeviceWriter, rawOps } from './device-writer.js';
 import { downloadImage, type DownloadOptions } from './download.js';
 import type { ImageProgress } from './progress.js';
@@ -101,10 +101,6 @@ async function* sharedHashing(ops: AsyncIterable<WriteOp>, hash: StreamDigest, a
   }
 }
 
-async function* copied(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  for await (const chunk of source) yield Buffer.from(chunk);
-}
-
 /** A spill area that is only placed once the reader has said how big the image is. */
 function deferredSpill(o: StreamOptions, virtualSize: () => number | null): SpillArea {
   let area: SpillArea | null = null;
@@ -130,7 +126,8 @@ function deferredSpill(o: StreamOptions, virtualSize: () => number | null): Spil
 
 export async function streamImageToDevice(o: StreamOptions): Promise<StreamResult> {
   const tap = new HashTap(o.hash, o.progress);
-  const source = tap.pipe(downloadImage(o.download));
+  // Every consumer below is done with a chunk when it asks for the next (or copies it first).
+  const source = tap.pipe(downloadImage({ ...o.download, transientChunks: true }));
   try {
     return await streamFrom(source, tap, o);
   } finally {
@@ -155,7 +152,7 @@ function refusal(format: ImageFormat, o: StreamOptions): AgentError | null {
 async function streamFrom(source: AsyncGenerator<Buffer>, tap: HashTap, o: StreamOptions): Promise<StreamResult> {
   // Made first: a zstd worker decompresses straight into the writer's pool buffers.
   const writer = new DeviceWriter(o.fh, { deviceName: o.deviceName, deviceSize: o.deviceSize, preZeroed: o.preZeroed, direct: o.directFh ?? null, discard: o.discard ?? null });
-  const { stream: plain, compression, reusesChunks, via } = await decompressing(source, { pool: writer.pool, hash: { digest: o.hash, handOver: () => tap.handOver() } });
+  const { stream: plain, compression, reusesChunks, via } = await decompressing(source, { pool: writer.pool, hash: { digest: o.hash, handOver: () => tap.handOver() }, sourceReusesChunks: true });
   const { head, stream: peeked } = await peek(plain, 4);
   const format = detectFormat(head);
   const refused = refusal(format, o);

@@ -63,6 +63,7 @@ export function downloadOptions(s: Services, info: ImageInfo, log: Logger, signa
     retries: s.config.imageDownloadRetries,
     retryIntervalSec: s.config.imageDownloadRetryInterval,
     insecure: s.config.insecure,
+    plainHttp: s.config.imageHttpClient === 'auto',
     proxies: info.proxies ?? null,
     noProxy: info.no_proxy ?? null,
     headers,
