@@ -1,7 +1,7 @@
 // An HTTP image server for tests that can also misbehave on purpose: GET and HEAD, Range (206)
 // with If-Range, strong ETags, and per-file faults — drop the connection at given offsets, stall
 // (send headers and some bytes, then nothing), ignore Range (always 200), answer a fixed status,
-// cap the rate. Files may be virtual (bytes computed from the offset), so images of hundreds of
+// cap the rate, answer chunked. Files may be virtual (bytes computed from the offset), so images of hundreds of
 // MiB cost no memory. Every request is recorded with what the server did to it.
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -34,6 +34,8 @@ export interface FileOptions {
    * (a probe) has hung up by then, so faults meant for the real download are not spent on it.
    */
   pauseAfterFirstChunkMs?: number;
+  /** Send no Content-Length: the body goes out with chunked transfer encoding. */
+  chunked?: boolean;
 }
 
 export interface RequestRecord {
@@ -129,10 +131,10 @@ export async function startImageServer(host = '127.0.0.1', port = 0): Promise<Im
         return;
       }
       rec.status = 206;
-      res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end - 1}/${end}`, 'content-length': end - start });
+      res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end - 1}/${end}`, ...(opts.chunked ? {} : { 'content-length': end - start }) });
     } else {
       rec.status = 200;
-      res.writeHead(200, { ...headers, 'content-length': end });
+      res.writeHead(200, { ...headers, ...(opts.chunked ? {} : { 'content-length': end }) });
     }
     rec.start = start;
     if (req.method === 'HEAD') {

@@ -185,6 +185,27 @@ describe('image download faults (standby.prepare_image, whole-disk raw)', () => 
     const resumed = logged(log, 'resuming image download').map((l) => l['offset']);
     expect(resumed.length).toBeGreaterThanOrEqual(2);
     expect(drops.slice(-resumed.length)).toEqual(resumed);
+    // The write's answers were read by the plain-HTTP reader; only the probe of the first bytes,
+    // which keeps its chunks, went through undici.
+    const clients = logged(log, 'image server answered').filter((l) => String(l['url']).endsWith('/drops.img')).map((l) => l['client']);
+    expect(clients.filter((c) => c === 'plain-http').length).toBeGreaterThanOrEqual(resumed.length + 1);
+    expect(clients.filter((c) => c !== 'plain-http')).toEqual(['undici']);
+  });
+
+  it('a chunked answer (no Content-Length) is read through undici instead, drops resumed; the bytes are right', async () => {
+    const drops = [5 * MiB, 10 * MiB];
+    const url = server!.add('chunked.img', small.raw, { chunked: true, dropAt: drops, pauseAfterFirstChunkMs: 500 });
+    const mark = (await logLines()).length;
+    await prepare(info({ urls: [url], ...withSha(small.raw) }));
+    expect(deviceStartsWith(small.raw), 'the device holds the image').toBe(true);
+    const log = (await logLines()).slice(mark);
+    const answered = logged(log, 'image server answered').filter((l) => String(l['url']).endsWith('/chunked.img'));
+    // The plain reader hung up on each chunked answer, and undici asked again.
+    expect(answered.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(answered.map((l) => l['client']))).toEqual(new Set(['undici']));
+    const reqs = server!.requestsFor('chunked.img').filter((r) => r.method === 'GET');
+    expect(reqs.filter((r) => r.outcome === 'dropped').map((r) => r.start + r.bytesSent)).toEqual(drops);
+    expect(reqs.at(-1)!.outcome).toBe('complete');
   });
 
   it('a server that ignores Range (always 200) is re-read from the start and the delivered bytes skipped', async () => {
@@ -488,6 +509,41 @@ describe('zstd images on the ramdisk\'s Node.js (zstd on the hash worker)', () =
     expect(err.type).toBe('ImageWriteError');
     expect(err.details).toMatch(why);
     await expectNothingBootable('after a bad zstd stream');
+  });
+});
+
+// ferrum-image-http-client=undici: every image download through undici, as before the plain-HTTP
+// reader, for a server or network where that reader misbehaves. The same faults must be survived.
+describe('image downloads through undici only (--image-http-client undici)', () => {
+  beforeAll(async () => {
+    await client?.close();
+    await stopAgent(agent);
+    agent = await startAgent({ port: await freePort(), args: [...AGENT_ARGS, '--image-http-client', 'undici', '--devices', disk!.path] });
+    client = new AgentClient({ url: agent.url, pollIntervalMs: 200, requestTimeoutMs: 30_000 });
+    await client.run('poll.set_node_info', { node_info: { uuid: NODE_UUID, instance_info: { root_device: { name: disk!.path } } } });
+  }, 60_000);
+
+  it('a connection dropped 3 times mid-stream is resumed with Range requests; the bytes are right', async () => {
+    const drops = [3 * MiB, 7 * MiB, 11 * MiB + 4321];
+    const url = server!.add('drops-undici.img', small.raw, { dropAt: drops, pauseAfterFirstChunkMs: 500 });
+    const mark = (await logLines()).length;
+    await prepare(info({ urls: [url], ...withSha(small.raw) }));
+    expect(deviceStartsWith(small.raw), 'the device holds the image').toBe(true);
+    const reqs = server!.requestsFor('drops-undici.img').filter((r) => r.method === 'GET');
+    expect(reqs.filter((r) => r.outcome === 'dropped').map((r) => r.start + r.bytesSent)).toEqual(drops);
+    const log = (await logLines()).slice(mark);
+    expect(logged(log, 'resuming image download').length).toBeGreaterThanOrEqual(2);
+    const answered = logged(log, 'image server answered').filter((l) => String(l['url']).endsWith('/drops-undici.img'));
+    expect(new Set(answered.map((l) => l['client']))).toEqual(new Set(['undici']));
+  });
+
+  it('a stalled connection is aborted by the watchdog and the download resumes', async () => {
+    const url = server!.add('stall-undici.img', small.raw, { stallAt: 6 * MiB, stallMode: 'first', pauseAfterFirstChunkMs: 500 });
+    await prepare(info({ urls: [url], ...withSha(small.raw) }));
+    expect(deviceStartsWith(small.raw)).toBe(true);
+    const reqs = server!.requestsFor('stall-undici.img').filter((r) => r.method === 'GET');
+    expect(reqs.some((r) => r.outcome === 'stalled')).toBe(true);
+    expect(reqs.at(-1)!.outcome).toBe('complete');
   });
 });
 

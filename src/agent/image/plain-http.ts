@@ -138,8 +138,8 @@ export function plainHttpGet(url: URL, headers: Record<string, string>, signal: 
         if (headBytes) {
           headBytes = Buffer.concat([headBytes, data]);
           const end = headBytes.indexOf('\r\n\r\n');
-          if (end < 0) {
-            if (headBytes.length <= MAX_HEAD) return true;
+          if (end < 0 && headBytes.length <= MAX_HEAD) return true;
+          if (end < 0 || end > MAX_HEAD) {
             give(null);
             return false;
           }

@@ -1,0 +1,275 @@
+// plain-http.ts against real servers on loopback: node:http for well-formed answers, a raw TCP
+// server for answers written byte by byte, cut short or malformed.
+import { afterEach, describe, expect, it } from 'vitest';
+import http from 'node:http';
+import net from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { plainHttpApplies, plainHttpGet } from '../../src/agent/image/plain-http.js';
+
+const closers: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of closers.splice(0)) await c();
+});
+
+async function listen(server: http.Server | net.Server): Promise<string> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const sockets = new Set<net.Socket>();
+  server.on('connection', (s: net.Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  closers.push(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** A raw TCP server that answers every connection with `answer(socket, request head)`. */
+async function rawServer(answer: (s: net.Socket, head: string) => void | Promise<void>): Promise<string> {
+  const server = net.createServer((s) => {
+    let head = '';
+    s.on('error', () => undefined);
+    s.on('data', (d) => {
+      head += d.toString('latin1');
+      if (head.includes('\r\n\r\n')) void answer(s, head);
+    });
+  });
+  return listen(server);
+}
+
+/** Reads the whole body the way the image pipeline does: each chunk used before the next is asked for. */
+async function digestOf(body: AsyncIterable<Buffer>): Promise<{ sha: string; bytes: number; chunks: number }> {
+  const h = createHash('sha256');
+  let bytes = 0;
+  let chunks = 0;
+  for await (const c of body) {
+    h.update(c);
+    bytes += c.length;
+    chunks++;
+  }
+  return { sha: h.digest('hex'), bytes, chunks };
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const signal = () => new AbortController().signal;
+
+describe('plainHttpGet', () => {
+  it('streams a 200 body that is many times the ring, with the answer\'s headers and the request\'s', async () => {
+    const data = randomBytes(24 * 1024 * 1024 + 321);
+    let seen: http.IncomingHttpHeaders = {};
+    const base = await listen(
+      http.createServer((req, res) => {
+        seen = req.headers;
+        res.writeHead(200, { 'content-length': data.length, etag: '"v1"', 'x-two': ['a', 'b'] });
+        // Many writes of odd sizes: reads straddle the ring's buffers.
+        let off = 0;
+        const pump = () => {
+          while (off < data.length) {
+            const n = Math.min(data.length - off, 100_003);
+            const more = res.write(data.subarray(off, off + n));
+            off += n;
+            if (!more) return void res.once('drain', pump);
+          }
+          res.end();
+        };
+        pump();
+      }),
+    );
+    const a = await plainHttpGet(new URL(`${base}/img?x=1`), { authorization: 'Bearer t', range: 'bytes=0-' }, signal());
+    expect(a).not.toBeNull();
+    expect(a!.statusCode).toBe(200);
+    expect(a!.headers['etag']).toBe('"v1"');
+    expect(a!.headers['x-two']).toBe('a, b');
+    expect(a!.headers['content-length']).toBe(String(data.length));
+    const got = await digestOf(a!.body);
+    expect(got.bytes).toBe(data.length);
+    expect(got.sha).toBe(sha(data));
+    expect(seen['authorization']).toBe('Bearer t');
+    expect(seen['range']).toBe('bytes=0-');
+    expect(seen['host']).toBe(new URL(base).host);
+  });
+
+  it('reuses chunk memory only after the consumer asked for the next chunk', async () => {
+    const data = randomBytes(16 * 1024 * 1024);
+    const base = await listen(http.createServer((_req, res) => res.writeHead(200, { 'content-length': data.length }).end(data)));
+    const a = await plainHttpGet(new URL(`${base}/`), {}, signal());
+    let off = 0;
+    const past: Array<{ view: Buffer; copy: Buffer }> = [];
+    for await (const c of a!.body) {
+      // The chunk is right while it is held, even after a pause that lets the socket read ahead.
+      await sleep(0);
+      expect(c.equals(data.subarray(off, off + c.length))).toBe(true);
+      past.push({ view: c, copy: Buffer.from(c) });
+      off += c.length;
+    }
+    expect(off).toBe(data.length);
+    // The ring is 4 MiB: a 16 MiB body cannot pass without its memory being used again.
+    const overwritten = past.filter((p) => !p.view.equals(p.copy)).length;
+    expect(overwritten).toBeGreaterThan(0);
+  });
+
+  it('a 206 answer is passed on with its Content-Range', async () => {
+    const data = randomBytes(300_000);
+    const base = await listen(
+      http.createServer((req, res) => {
+        const from = Number(/bytes=(\d+)-/.exec(req.headers.range ?? '')?.[1] ?? 0);
+        res.writeHead(206, { 'content-length': data.length - from, 'content-range': `bytes ${from}-${data.length - 1}/${data.length}` }).end(data.subarray(from));
+      }),
+    );
+    const a = await plainHttpGet(new URL(`${base}/`), { range: 'bytes=1000-' }, signal());
+    expect(a!.statusCode).toBe(206);
+    expect(a!.headers['content-range']).toBe(`bytes 1000-${data.length - 1}/${data.length}`);
+    expect((await digestOf(a!.body)).sha).toBe(sha(data.subarray(1000)));
+  });
+
+  it('is not the plain case (null, connection closed) for a chunked answer, a 404, a redirect, or a head over 64 KiB', async () => {
+    const closed: string[] = [];
+    const base = await listen(
+      http.createServer((req, res) => {
+        req.socket.on('close', () => closed.push(req.url ?? ''));
+        if (req.url === '/chunked') {
+          res.writeHead(200); // no Content-Length: Node sends it chunked
+          res.write('abc');
+          return; // never ends: only a closed connection ends this test's request
+        }
+        if (req.url === '/404') return void res.writeHead(404, { 'content-length': 9 }).end('not found');
+        if (req.url === '/302') return void res.writeHead(302, { location: '/x', 'content-length': 0 }).end();
+        res.writeHead(200, { 'content-length': 1, 'x-big': 'y'.repeat(70_000) }).end('z');
+      }),
+    );
+    for (const path of ['/chunked', '/404', '/302', '/big']) {
+      expect(await plainHttpGet(new URL(`${base}${path}`), {}, signal()), path).toBeNull();
+    }
+    for (let i = 0; i < 50 && closed.length < 4; i++) await sleep(20);
+    expect(closed.sort()).toEqual(['/302', '/404', '/big', '/chunked']);
+  });
+
+  it('parses a head that arrives a byte at a time, with the body\'s first bytes in its last read', async () => {
+    const body = Buffer.from('hello, image');
+    const base = await rawServer(async (s) => {
+      const head = Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nETag: "e"\r\n\r\n`);
+      for (const byte of head) {
+        s.write(Buffer.from([byte]));
+        await sleep(1);
+      }
+      s.end(body);
+    });
+    const a = await plainHttpGet(new URL(`${base}/`), {}, signal());
+    expect(a!.headers['etag']).toBe('"e"');
+    const chunks: Buffer[] = [];
+    for await (const c of a!.body) chunks.push(Buffer.from(c));
+    expect(Buffer.concat(chunks).toString()).toBe('hello, image');
+  });
+
+  it('is not the plain case for a malformed head (folded header, no status line)', async () => {
+    const answers = ['HTTP/1.1 200 OK\r\nContent-Length: 1\r\n folded\r\n\r\nx', 'ICY 200 OK\r\nContent-Length: 1\r\n\r\nx', 'HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\nx'];
+    let i = 0;
+    const base = await rawServer((s) => void s.end(answers[i++] ?? ""));
+    for (const _ of answers) expect(await plainHttpGet(new URL(`${base}/`), {}, signal())).toBeNull();
+  });
+
+  it('a connection closed before Content-Length is reached ends the body with "other side closed"', async () => {
+    const base = await rawServer((s) => {
+      s.write('HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n');
+      s.end(Buffer.alloc(5000, 7));
+    });
+    const a = await plainHttpGet(new URL(`${base}/`), {}, signal());
+    let got = 0;
+    await expect(
+      (async () => {
+        for await (const c of a!.body) got += c.length;
+      })(),
+    ).rejects.toThrow('other side closed');
+    expect(got).toBe(5000);
+  });
+
+  it('bytes beyond Content-Length are not passed on', async () => {
+    const base = await rawServer((s) => void s.end('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbodyEXTRA'));
+    const a = await plainHttpGet(new URL(`${base}/`), {}, signal());
+    const chunks: Buffer[] = [];
+    for await (const c of a!.body) chunks.push(Buffer.from(c));
+    expect(Buffer.concat(chunks).toString()).toBe('body');
+  });
+
+  it('an abort while the body streams ends it with the abort reason and closes the connection', async () => {
+    let serverClosed = false;
+    const base = await rawServer((s) => {
+      s.on('close', () => (serverClosed = true));
+      s.write('HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n');
+      s.write(Buffer.alloc(100_000));
+    });
+    const ac = new AbortController();
+    const a = await plainHttpGet(new URL(`${base}/`), {}, ac.signal);
+    const reading = (async () => {
+      for await (const _ of a!.body) ac.abort(new Error('stalled'));
+    })();
+    await expect(reading).rejects.toThrow('stalled');
+    for (let i = 0; i < 50 && !serverClosed; i++) await sleep(20);
+    expect(serverClosed).toBe(true);
+  });
+
+  it('an abort before the head arrives rejects with the reason', async () => {
+    const base = await rawServer(() => undefined); // never answers
+    const ac = new AbortController();
+    const p = plainHttpGet(new URL(`${base}/`), {}, ac.signal);
+    setTimeout(() => ac.abort(new Error('no head in time')), 50);
+    await expect(p).rejects.toThrow('no head in time');
+  });
+
+  it('a closed port rejects with the connection error', async () => {
+    const server = net.createServer();
+    const base = await listen(server);
+    await closers.pop()!();
+    await expect(plainHttpGet(new URL(`${base}/`), {}, signal())).rejects.toThrow(/ECONNREFUSED/);
+  });
+
+  it('a consumer that stops early hangs up', async () => {
+    let serverClosed = false;
+    const base = await rawServer((s) => {
+      s.on('close', () => (serverClosed = true));
+      s.write('HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n');
+      s.write(Buffer.alloc(200_000));
+    });
+    const a = await plainHttpGet(new URL(`${base}/`), {}, signal());
+    for await (const _ of a!.body) break;
+    for (let i = 0; i < 50 && !serverClosed; i++) await sleep(20);
+    expect(serverClosed).toBe(true);
+  });
+
+  it('reads no further ahead of a consumer that does not ask than the ring and the kernel\'s buffers', async () => {
+    const size = 256 * 1024 * 1024;
+    let sent = 0;
+    const base = await rawServer((s) => {
+      s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n`);
+      const block = Buffer.alloc(1024 * 1024, 1);
+      const pump = () => {
+        while (sent < size) {
+          sent += block.length;
+          if (!s.write(block)) return void s.once('drain', pump);
+        }
+      };
+      pump();
+    });
+    const a = await plainHttpGet(new URL(`${base}/`), {}, signal());
+    const it = a!.body[Symbol.asyncIterator]();
+    await it.next();
+    await sleep(500);
+    // Ring (4 MiB) + one read + loopback socket buffers (a few MiB each way): far below 256 MiB.
+    expect(sent).toBeLessThan(48 * 1024 * 1024);
+    await it.return(undefined);
+  });
+});
+
+describe('plainHttpApplies', () => {
+  it('takes plain http only, without credentials in the URL or header values undici would have to check', () => {
+    expect(plainHttpApplies(new URL('http://10.0.0.1:8080/img.raw'), { range: 'bytes=5-', 'if-range': '"e"' })).toBe(true);
+    expect(plainHttpApplies(new URL('http://[fd00::1]/img'), {})).toBe(true);
+    expect(plainHttpApplies(new URL('https://10.0.0.1/img'), {})).toBe(false);
+    expect(plainHttpApplies(new URL('http://user:pw@10.0.0.1/img'), {})).toBe(false);
+    expect(plainHttpApplies(new URL('http://10.0.0.1/img'), { authorization: 'Basic a\r\nX-Injected: 1' })).toBe(false);
+    expect(plainHttpApplies(new URL('http://10.0.0.1/img'), { 'bad header': 'x' })).toBe(false);
+  });
+});
