@@ -167,7 +167,7 @@ describe('plainHttpGet', () => {
   it('is not the plain case for a malformed head (folded header, no status line)', async () => {
     const answers = ['HTTP/1.1 200 OK\r\nContent-Length: 1\r\n folded\r\n\r\nx', 'ICY 200 OK\r\nContent-Length: 1\r\n\r\nx', 'HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\nx'];
     let i = 0;
-    const base = await rawServer((s) => void s.end(answers[i++] ?? ""));
+    const base = await rawServer((s) => void s.end(answers[i++] ?? ''));
     for (const _ of answers) expect(await plainHttpGet(new URL(`${base}/`), {}, signal())).toBeNull();
   });
 
