@@ -228,6 +228,8 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
           o.log.warn({ url, reason, attempt, of: o.retries, offset }, `image download interrupted; retrying in ${o.retryIntervalSec} s`);
           await sleep(o.retryIntervalSec * 1000, undefined, { signal: o.signal });
         } finally {
+          // A body left unread (an error before it was consumed) must not hold its connection open.
+          ac.abort(new Error('download attempt over'));
           clearInterval(watchdog);
           o.signal?.removeEventListener('abort', abortOuter);
         }

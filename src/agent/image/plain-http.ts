@@ -209,8 +209,9 @@ export function plainHttpGet(url: URL, headers: Record<string, string>, signal: 
           yield chunk;
           continue;
         }
-        if (failure) throw failure;
+        // Once every byte is in, a later error (a reset after the last byte) changes nothing.
         if (ended) return;
+        if (failure) throw failure;
         await new Promise<void>((resolve) => (wake = resolve));
         wake = null;
       }
