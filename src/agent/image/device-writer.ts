@@ -174,6 +174,7 @@ export class DeviceWriter {
         if (!this.skipsZeros) writes.push((await this.submit(op.data, op.offset, pooled)).done);
         else await this.writeSkippingZeros(op.data, op.offset, pooled, writes);
         if (op.release) void Promise.allSettled(writes).then(op.release);
+        if (op.transient) await Promise.allSettled(writes);
         return;
       }
     }

@@ -101,6 +101,12 @@ export interface Qcow2ReadOptions {
    * being copied together first. Default true.
    */
   coalesceByCopy?: boolean;
+  /**
+   * The source's chunks are reused once the next is asked for (a transient download): what the
+   * reader keeps across chunks is copied, no DataOp spans two chunks, and every DataOp says
+   * `transient` (the consumer is done with it before it asks for the next op).
+   */
+  transientInput?: boolean;
   log?: Logger;
   /** Filled in while reading. */
   stats?: Qcow2ReadStats;
@@ -872,7 +878,7 @@ class Qcow2Stream {
     this.stats.dataBytes += buf.length;
     if (this.cBytes > 0 && (guest !== this.cEnd || this.cBytes + buf.length > this.maxOp || buf.length >= this.directOp)) this.flushData();
     if (buf.length >= this.directOp) {
-      this.out.push({ kind: 'data', offset: guest, data: buf });
+      this.out.push(this.dataOp(guest, buf));
       return;
     }
     if (this.cBytes === 0) this.cGuest = guest;
@@ -891,15 +897,24 @@ class Qcow2Stream {
     if (this.cPieces.length > 1 && this.opts.coalesceByCopy === false) {
       let guest = this.cGuest;
       for (const data of this.cPieces) {
-        this.out.push({ kind: 'data', offset: guest, data });
+        this.out.push(this.dataOp(guest, data));
         guest += data.length;
       }
     } else {
       const data = this.cPieces.length === 1 ? this.cPieces[0]! : Buffer.concat(this.cPieces, this.cBytes);
-      this.out.push({ kind: 'data', offset: this.cGuest, data });
+      this.out.push(this.dataOp(this.cGuest, data));
     }
     this.cPieces = [];
     this.cBytes = 0;
+  }
+
+  private dataOp(offset: number, data: Buffer): WriteOp {
+    return this.opts.transientInput ? { kind: 'data', offset, data, transient: true } : { kind: 'data', offset, data };
+  }
+
+  /** A piece of the current chunk to keep beyond it: a copy when the chunk's memory is reused. */
+  private keep(view: Buffer): Buffer {
+    return this.opts.transientInput ? Buffer.from(view) : view;
   }
 
   private emitZero(guest: number, length: number): void {
@@ -943,7 +958,7 @@ class Qcow2Stream {
       let finished = false;
       for (const a of this.active) {
         if (a.pieces) {
-          a.pieces.push(seg);
+          a.pieces.push(this.keep(seg));
           a.got += n;
         } else if (a.e.kind === K_DATA) {
           this.emitData(a.e.guest + (this.pos - a.e.host), seg);
@@ -964,6 +979,8 @@ class Qcow2Stream {
       }
       if (this.out.length >= 64) yield* this.drain();
     }
+    // Data gathered from this chunk goes out now: the chunk's memory is not the reader's to keep.
+    if (this.opts.transientInput) this.flushData();
     yield* this.drain();
   }
 
@@ -979,7 +996,7 @@ class Qcow2Stream {
     for (;;) {
       const take = Math.min(chunk.length - off, this.headerNeed - this.headerGot);
       if (take > 0) {
-        this.headerPieces.push(chunk.subarray(off, off + take));
+        this.headerPieces.push(this.keep(chunk.subarray(off, off + take)));
         this.headerGot += take;
         off += take;
       }

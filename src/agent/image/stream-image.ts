@@ -165,13 +165,16 @@ async function streamFrom(source: AsyncGenerator<Buffer>, tap: HashTap, o: Strea
 
   let virtualSize: number | null = null;
   let ops: AsyncIterable<WriteOp>;
-  // rawOps copies each chunk before it asks for the next; the qcow2 reader keeps views of them.
-  const stream = reusesChunks && format === 'qcow2' ? copied(peeked) : peeked;
+  // rawOps copies each chunk before it asks for the next. The qcow2 reader copies what it keeps
+  // across chunks when told its input is transient, and the writer is done with each of its ops
+  // when apply() returns; without direct I/O (no gathering) it gets copies instead.
+  const transientQcow2 = reusesChunks && writer.gathers;
+  const stream = reusesChunks && format === 'qcow2' && !transientQcow2 ? copied(peeked) : peeked;
   if (format === 'qcow2') {
     const { readQcow2 } = await import('./qcow2-reader.js');
     // Small ops: the writer copies them into its own aligned buffers anyway, and big short-lived
     // buffers are what drives the agent's peak memory (V8 collects external memory late).
-    ops = readQcow2(stream, { spill: deferredSpill(o, () => virtualSize), log: o.log, maxOpBytes: 1024 * 1024, coalesceByCopy: !writer.gathers });
+    ops = readQcow2(stream, { spill: deferredSpill(o, () => virtualSize), log: o.log, maxOpBytes: 1024 * 1024, coalesceByCopy: !writer.gathers, transientInput: transientQcow2 });
   } else if (compression === null) {
     ops = sharedHashing(rawOps(stream, writer.pool), o.hash, tap.handOver());
   } else {

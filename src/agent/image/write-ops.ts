@@ -10,6 +10,11 @@ export interface DataOp {
   release?: () => void;
   /** `data` lies in one of the writer's pool buffers (aligned for direct I/O when the pool is). */
   pooled?: boolean;
+  /**
+   * `data`'s memory is reused once the next op is asked for (a view of a transient download
+   * chunk): the writer is done with it, copied or written, when apply() returns.
+   */
+  transient?: boolean;
 }
 
 /** The range [offset, offset+length) must read back as zeros (qcow2 zero clusters, sparse holes). */
