@@ -1,4 +1,5 @@
-// The image download as a stream of chunks (undici). A dropped connection resumes where it broke
+// The image download as a stream of chunks: plain-HTTP bodies through plain-http.ts where the
+// consumer lets chunks be transient, undici for everything else. A dropped connection resumes where it broke
 // with an HTTP Range request (If-Range keeps a changed file from being spliced in), failing over
 // through every URL; a server that ignores Range is re-read and the bytes already delivered are
 // skipped. A stall watchdog aborts a connection that stops sending. Back-pressure: the socket is
