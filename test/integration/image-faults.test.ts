@@ -472,12 +472,7 @@ describe('image download faults (standby.prepare_image, whole-disk raw)', () => 
 // restarted on that Node, against the same disk and image server.
 describe('zstd images on the ramdisk\'s Node.js (zstd on the hash worker)', () => {
   beforeAll(async () => {
-    const node = ((await ramdiskNode({ fallback: false })) as { path: string }).path;
-    await client?.close();
-    await stopAgent(agent);
-    agent = await startAgent({ port: await freePort(), node, args: [...AGENT_ARGS, '--devices', disk!.path] });
-    client = new AgentClient({ url: agent.url, pollIntervalMs: 200, requestTimeoutMs: 30_000 });
-    await client.run('poll.set_node_info', { node_info: { uuid: NODE_UUID, instance_info: { root_device: { name: disk!.path } } } });
+    await restartAgent({ node: ((await ramdiskNode({ fallback: false })) as { path: string }).path });
   }, 180_000);
 
   it('a zstd image whose download drops mid-stream is resumed and decompressed on the hash worker; the bytes are right', async () => {
@@ -516,11 +511,7 @@ describe('zstd images on the ramdisk\'s Node.js (zstd on the hash worker)', () =
 // reader, for a server or network where that reader misbehaves. The same faults must be survived.
 describe('image downloads through undici only (--image-http-client undici)', () => {
   beforeAll(async () => {
-    await client?.close();
-    await stopAgent(agent);
-    agent = await startAgent({ port: await freePort(), args: [...AGENT_ARGS, '--image-http-client', 'undici', '--devices', disk!.path] });
-    client = new AgentClient({ url: agent.url, pollIntervalMs: 200, requestTimeoutMs: 30_000 });
-    await client.run('poll.set_node_info', { node_info: { uuid: NODE_UUID, instance_info: { root_device: { name: disk!.path } } } });
+    await restartAgent({ args: ['--image-http-client', 'undici'] });
   }, 60_000);
 
   it('a connection dropped 3 times mid-stream is resumed with Range requests; the bytes are right', async () => {
@@ -546,6 +537,15 @@ describe('image downloads through undici only (--image-http-client undici)', () 
     expect(reqs.at(-1)!.outcome).toBe('complete');
   });
 });
+
+/** The same agent started again (same disk and image server) on another Node.js or with more flags. */
+async function restartAgent(o: { node?: string; args?: string[] }): Promise<void> {
+  await client?.close();
+  await stopAgent(agent);
+  agent = await startAgent({ port: await freePort(), ...(o.node ? { node: o.node } : {}), args: [...AGENT_ARGS, ...(o.args ?? []), '--devices', disk!.path] });
+  client = new AgentClient({ url: agent.url, pollIntervalMs: 200, requestTimeoutMs: 30_000 });
+  await client.run('poll.set_node_info', { node_info: { uuid: NODE_UUID, instance_info: { root_device: { name: disk!.path } } } });
+}
 
 const AGENT_ARGS = [
   '--standalone', '--power', 'none', '--cmdline-file', '/dev/null',

@@ -38,7 +38,8 @@ function parseHead(head: string): { status: number; headers: Record<string, stri
   const lines = head.split('\r\n');
   const m = /^HTTP\/1\.[01] (\d{3})(?: |$)/.exec(lines[0] ?? '');
   if (!m) return null;
-  const headers: Record<string, string> = {};
+  // No prototype: a header called `__proto__` or `constructor` is just a header.
+  const headers: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const line of lines.slice(1)) {
     const colon = line.indexOf(':');
     // Obsolete line folding and nameless lines: malformed for this path.
