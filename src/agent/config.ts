@@ -111,7 +111,7 @@ export const OPTIONS: OptionSpec[] = [
   O({ key: 'imageDownloadConnectionTimeout', name: 'image_download_connection_timeout', kind: 'number', kernel: ['ipa-image-download-connection-timeout'], help: 'seconds without data before a download stalls' }),
   O({ key: 'imageDownloadRetries', name: 'image_download_connection_retries', kind: 'int', kernel: ['ipa-image-download-connection-retries'], help: 'download retries' }),
   O({ key: 'imageDownloadRetryInterval', name: 'image_download_connection_retry_interval', kind: 'number', kernel: ['ipa-image-download-connection-retry-interval'], help: 'seconds between download retries' }),
-  O({ key: 'imageHttpClient', name: 'image_http_client', kind: 'string', choices: ['auto', 'undici'], kernel: ['ferrum-image-http-client'], help: 'auto: plain-HTTP image bodies are read straight into big buffers (undici for the rest); undici: every image download through undici' }),
+  O({ key: 'imageHttpClient', name: 'image_http_client', kind: 'string', choices: ['auto', 'undici'], kernel: ['ferrum-image-http-client'], help: 'auto: plain image answers (http/https, no proxy, Content-Length) are read into reused buffers, undici for the rest; undici: every image download through undici' }),
   O({ key: 'bootif', name: 'bootif', kind: 'string', kernel: ['BOOTIF'], help: 'PXE boot interface MAC (from the bootloader)' }),
   O({ key: 'bootMethod', name: 'boot_method', kind: 'string', kernel: ['boot_method'], help: 'vmedia when booted from virtual media' }),
   O({ key: 'devices', name: 'devices', kind: 'list', kernel: ['ferrum-devices'], help: 'the only block devices the agent sees and may touch (e.g. /dev/loop3)' }),

@@ -4,6 +4,7 @@
 // cap the rate, answer chunked. Files may be virtual (bytes computed from the offset), so images of hundreds of
 // MiB cost no memory. Every request is recorded with what the server did to it.
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -75,15 +76,17 @@ interface Entry {
   stalled: boolean;
 }
 
-export async function startImageServer(host = '127.0.0.1', port = 0): Promise<ImageServer> {
+/** `tls`: serve HTTPS with this key and certificate. */
+export async function startImageServer(host = '127.0.0.1', port = 0, tls: { key: Buffer; cert: Buffer } | null = null): Promise<ImageServer> {
   const files = new Map<string, Entry>();
   const requests: RequestRecord[] = [];
   const sockets = new Set<Socket>();
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     res.on('error', () => undefined);
     void answer(req, res).catch(() => res.destroy());
-  });
-  server.on('connection', (s) => {
+  };
+  const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
+  server.on(tls ? 'secureConnection' : 'connection', (s: Socket) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
   });
@@ -206,7 +209,7 @@ export async function startImageServer(host = '127.0.0.1', port = 0): Promise<Im
     server.listen(port, host, () => resolve());
   });
   const addr = server.address() as AddressInfo;
-  const base = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+  const base = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
   return {
     base,
     requests,

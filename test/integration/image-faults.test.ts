@@ -538,6 +538,37 @@ describe('image downloads through undici only (--image-http-client undici)', () 
   });
 });
 
+// HTTPS image servers (Swift temp URLs, an https Glance) are read by the same reader over TLS.
+describe('an https image server (self-signed; the agent runs with ipa-insecure)', () => {
+  let tlsServer: ImageServer | undefined;
+  beforeAll(async () => {
+    const certDir = await tempDir('ferrum-imgfaults-tls-');
+    const [key, cert] = [join(certDir, 'k.pem'), join(certDir, 'c.pem')];
+    await must('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert]);
+    tlsServer = await startImageServer('127.0.0.1', 0, { key: await readFile(key), cert: await readFile(cert) });
+    await restartAgent({ args: ['--insecure'] });
+  }, 60_000);
+  afterAll(async () => {
+    await tlsServer?.close();
+  });
+
+  it('a connection dropped twice mid-stream is resumed over TLS by the plain-HTTP reader; the bytes are right', async () => {
+    const drops = [4 * MiB, 9 * MiB + 77];
+    const url = tlsServer!.add('drops-tls.img', small.raw, { dropAt: drops, pauseAfterFirstChunkMs: 500 });
+    expect(url.startsWith('https://')).toBe(true);
+    const mark = (await logLines()).length;
+    await prepare(info({ urls: [url], ...withSha(small.raw) }));
+    expect(deviceStartsWith(small.raw), 'the device holds the image').toBe(true);
+    const reqs = tlsServer!.requestsFor('drops-tls.img').filter((r) => r.method === 'GET');
+    expect(reqs.filter((r) => r.outcome === 'dropped').map((r) => r.start + r.bytesSent)).toEqual(drops);
+    expect(reqs.at(-1)!.outcome).toBe('complete');
+    const log = (await logLines()).slice(mark);
+    const clients = logged(log, 'image server answered').filter((l) => String(l['url']).endsWith('/drops-tls.img')).map((l) => l['client']);
+    expect(clients.filter((c) => c === 'plain-http').length).toBeGreaterThanOrEqual(2);
+    expect(clients.filter((c) => c !== 'plain-http')).toEqual(['undici']); // the probe
+  });
+});
+
 /** The same agent started again (same disk and image server) on another Node.js or with more flags. */
 async function restartAgent(o: { node?: string; args?: string[] }): Promise<void> {
   await client?.close();

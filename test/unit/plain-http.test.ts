@@ -2,7 +2,12 @@
 // server for answers written byte by byte, cut short or malformed.
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,7 +18,7 @@ afterEach(async () => {
   for (const c of closers.splice(0)) await c();
 });
 
-async function listen(server: http.Server | net.Server): Promise<string> {
+async function listen(server: http.Server | net.Server, scheme = 'http'): Promise<string> {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const sockets = new Set<net.Socket>();
   server.on('connection', (s: net.Socket) => {
@@ -24,7 +29,18 @@ async function listen(server: http.Server | net.Server): Promise<string> {
     for (const s of sockets) s.destroy();
     await new Promise<void>((r) => server.close(() => r()));
   });
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return `${scheme}://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** A self-signed certificate for 127.0.0.1, made by openssl for this run. */
+function selfSigned(): { key: Buffer; cert: Buffer } {
+  const dir = mkdtempSync(join(tmpdir(), 'ferrum-tls-'));
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem')], { stdio: 'ignore' });
+    return { key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** A raw TCP server that answers every connection with `answer(socket, request head)`. */
@@ -109,6 +125,17 @@ describe('plainHttpGet', () => {
     // The ring is 4 MiB: a 16 MiB body cannot pass without its memory being used again.
     const overwritten = past.filter((p) => !p.view.equals(p.copy)).length;
     expect(overwritten).toBeGreaterThan(0);
+  });
+
+  it('reads an https body the same way; a certificate that does not verify is refused unless insecure', async () => {
+    const data = randomBytes(6 * 1024 * 1024 + 5);
+    const base = await listen(https.createServer(selfSigned(), (_req, res) => res.writeHead(200, { 'content-length': data.length }).end(data)), 'https');
+    await expect(plainHttpGet(new URL(`${base}/`), {}, signal())).rejects.toThrow(/self[- ]signed certificate/);
+    const a = await plainHttpGet(new URL(`${base}/img`), {}, signal(), { insecure: true });
+    expect(a!.statusCode).toBe(200);
+    const got = await digestOf(a!.body);
+    expect(got.bytes).toBe(data.length);
+    expect(got.sha).toBe(sha(data));
   });
 
   it('a 206 answer is passed on with its Content-Range', async () => {
@@ -264,10 +291,11 @@ describe('plainHttpGet', () => {
 });
 
 describe('plainHttpApplies', () => {
-  it('takes plain http only, without credentials in the URL or header values undici would have to check', () => {
+  it('takes http and https, without credentials in the URL or header values undici would have to check', () => {
     expect(plainHttpApplies(new URL('http://10.0.0.1:8080/img.raw'), { range: 'bytes=5-', 'if-range': '"e"' })).toBe(true);
     expect(plainHttpApplies(new URL('http://[fd00::1]/img'), {})).toBe(true);
-    expect(plainHttpApplies(new URL('https://10.0.0.1/img'), {})).toBe(false);
+    expect(plainHttpApplies(new URL('https://10.0.0.1/img'), {})).toBe(true);
+    expect(plainHttpApplies(new URL('ftp://10.0.0.1/img'), {})).toBe(false);
     expect(plainHttpApplies(new URL('http://user:pw@10.0.0.1/img'), {})).toBe(false);
     expect(plainHttpApplies(new URL('http://10.0.0.1/img'), { authorization: 'Basic a\r\nX-Injected: 1' })).toBe(false);
     expect(plainHttpApplies(new URL('http://10.0.0.1/img'), { 'bad header': 'x' })).toBe(false);

@@ -77,7 +77,7 @@ async function ask(url: string, headers: Record<string, string>, signal: AbortSi
   const target = new URL(url);
   const dispatcher = dispatcherFor(target, o, d);
   if (o.transientChunks && o.plainHttp !== false && dispatcher === d.direct && plainHttpApplies(target, headers)) {
-    const plain = await plainHttpGet(target, headers, signal);
+    const plain = await plainHttpGet(target, headers, signal, { insecure: o.insecure });
     if (plain) {
       o.log.info({ url, status: plain.statusCode, client: 'plain-http' }, 'image server answered');
       const dump = async () => plain.close();

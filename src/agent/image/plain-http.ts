@@ -7,10 +7,12 @@
 //
 // The ring's memory is reused: a chunk is valid until the consumer asks for the next one
 // (DownloadOptions.transientChunks), as the image pipeline's consumers are written to allow.
-// Only the plain case is taken here: http:, no proxy, an answer of 200 or 206 with a Content-Length
-// and no Transfer-Encoding. Anything else (another status, chunked, a malformed head) closes this
-// connection and returns null: the caller asks again with undici, which handles it all.
+// Only the plain case is taken here: http: or https: (tls.connect reads into a static buffer the
+// same way), no proxy, an answer of 200 or 206 with a Content-Length and no Transfer-Encoding.
+// Anything else (another status, chunked, a malformed head) closes this connection and returns
+// null: the caller asks again with undici, which handles it all.
 import net from 'node:net';
+import tls from 'node:tls';
 
 export interface PlainAnswer {
   statusCode: 200 | 206;
@@ -29,7 +31,7 @@ const MAX_HEAD = 64 * 1024;
 
 /** True when a request for `url` with `headers` can take this path. */
 export function plainHttpApplies(url: URL, headers: Record<string, string>): boolean {
-  if (url.protocol !== 'http:' || url.username || url.password) return false;
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.username || url.password) return false;
   // Values that would need undici's validation (CR/LF, non-latin1) go there.
   return Object.entries(headers).every(([k, v]) => /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(k) && /^[\t\x20-\x7e\x80-\xff]*$/.test(v));
 }
@@ -112,12 +114,17 @@ class ChunkRing {
   }
 }
 
+export interface PlainHttpOptions {
+  /** https: do not verify the server's certificate (ipa-insecure), as undici is told. */
+  insecure?: boolean;
+}
+
 /**
  * GETs `url` over a connection of its own (Connection: close). Resolves with the answer once its
- * head is in, or null when the answer is not the plain case; rejects on connection errors and
- * when `signal` aborts (with its reason).
+ * head is in, or null when the answer is not the plain case; rejects on connection errors (a
+ * certificate that does not verify included) and when `signal` aborts (with its reason).
  */
-export function plainHttpGet(url: URL, headers: Record<string, string>, signal: AbortSignal): Promise<PlainAnswer | null> {
+export function plainHttpGet(url: URL, headers: Record<string, string>, signal: AbortSignal, o: PlainHttpOptions = {}): Promise<PlainAnswer | null> {
   signal.throwIfAborted();
   const ring = new ChunkRing();
   let headBytes: Buffer<ArrayBufferLike> | null = Buffer.alloc(0);
@@ -129,47 +136,49 @@ export function plainHttpGet(url: URL, headers: Record<string, string>, signal: 
   let settle: ((a: PlainAnswer | null) => void) | null = null;
   let reject: ((e: Error) => void) | null = null;
 
-  const socket = net.connect({
-    host: url.hostname.replace(/^\[|\]$/g, ''),
-    port: Number(url.port || 80),
-    onread: {
-      buffer: Buffer.allocUnsafeSlow(READ_BYTES),
-      callback: (n: number, buf: Uint8Array) => {
-        let data = Buffer.from(buf.buffer, buf.byteOffset, n);
-        if (headBytes) {
-          headBytes = Buffer.concat([headBytes, data]);
-          const end = headBytes.indexOf('\r\n\r\n');
-          if (end < 0 && headBytes.length <= MAX_HEAD) return true;
-          if (end < 0 || end > MAX_HEAD) {
-            give(null);
-            return false;
-          }
-          const parsed = parseHead(headBytes.subarray(0, end).toString('latin1'));
-          data = headBytes.subarray(end + 4);
-          headBytes = null;
-          const length = parsed ? Number(parsed.headers['content-length']) : NaN;
-          if (!parsed || (parsed.status !== 200 && parsed.status !== 206) || 'transfer-encoding' in parsed.headers || !/^\d+$/.test(parsed.headers['content-length'] ?? '') || !Number.isSafeInteger(length)) {
-            give(null);
-            return false;
-          }
-          remaining = length;
-          give({ statusCode: parsed.status as 200 | 206, headers: parsed.headers, body: body(), close: () => destroy(new Error('closed')) });
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const secure = url.protocol === 'https:';
+  const onread: net.OnReadOpts = {
+    buffer: Buffer.allocUnsafeSlow(READ_BYTES),
+    callback: (n: number, buf: Uint8Array) => {
+      let data = Buffer.from(buf.buffer, buf.byteOffset, n);
+      if (headBytes) {
+        headBytes = Buffer.concat([headBytes, data]);
+        const end = headBytes.indexOf('\r\n\r\n');
+        if (end < 0 && headBytes.length <= MAX_HEAD) return true;
+        if (end < 0 || end > MAX_HEAD) {
+          give(null);
+          return false;
         }
-        if (data.length > remaining) data = data.subarray(0, remaining);
-        ring.put(data);
-        remaining -= data.length;
-        if (remaining === 0) {
-          ended = true;
-          socket.destroy();
+        const parsed = parseHead(headBytes.subarray(0, end).toString('latin1'));
+        data = headBytes.subarray(end + 4);
+        headBytes = null;
+        const length = parsed ? Number(parsed.headers['content-length']) : NaN;
+        if (!parsed || (parsed.status !== 200 && parsed.status !== 206) || 'transfer-encoding' in parsed.headers || !/^\d+$/.test(parsed.headers['content-length'] ?? '') || !Number.isSafeInteger(length)) {
+          give(null);
+          return false;
         }
-        wake?.();
-        // No room for another read: stop reading until the consumer frees a slab.
-        if (ring.hasRoom) return true;
-        paused = true;
-        return false;
-      },
+        remaining = length;
+        give({ statusCode: parsed.status as 200 | 206, headers: parsed.headers, body: body(), close: () => destroy(new Error('closed')) });
+      }
+      if (data.length > remaining) data = data.subarray(0, remaining);
+      ring.put(data);
+      remaining -= data.length;
+      if (remaining === 0) {
+        ended = true;
+        socket.destroy();
+      }
+      wake?.();
+      // No room for another read: stop reading until the consumer frees a slab.
+      if (ring.hasRoom) return true;
+      paused = true;
+      return false;
     },
-  });
+  };
+  const socket: net.Socket = secure
+    ? // onread is in tls.connect since Node 15 (nodejs/node#35753); @types/node does not list it.
+      tls.connect({ host, port: Number(url.port || 443), servername: net.isIP(host) ? undefined : host, rejectUnauthorized: o.insecure !== true, onread } as tls.ConnectionOptions)
+    : net.connect({ host, port: Number(url.port || 80), onread });
   socket.setNoDelay(true);
 
   function give(a: PlainAnswer | null): void {
@@ -188,7 +197,7 @@ export function plainHttpGet(url: URL, headers: Record<string, string>, signal: 
   }
   const onAbort = () => destroy(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
   signal.addEventListener('abort', onAbort, { once: true });
-  socket.on('connect', () => {
+  socket.on(secure ? 'secureConnect' : 'connect', () => {
     const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
     socket.write(`GET ${url.pathname}${url.search} HTTP/1.1\r\nhost: ${url.host}\r\nconnection: close\r\n${extra}\r\n`, 'latin1');
   });
