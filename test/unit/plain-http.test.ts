@@ -70,6 +70,22 @@ async function digestOf(body: AsyncIterable<Buffer>): Promise<{ sha: string; byt
 }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** Waits up to a second for `done()`. */
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 50 && !done(); i++) await sleep(20);
+}
+
+/** A server that announces 100 MB, sends `bytes` of it and waits; `hungUp()` says whether the client closed. */
+async function neverEndingAnswer(bytes: number): Promise<{ base: string; hungUp: () => boolean }> {
+  let closed = false;
+  const base = await rawServer((s) => {
+    s.on('close', () => (closed = true));
+    s.write('HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n');
+    s.write(Buffer.alloc(bytes));
+  });
+  return { base, hungUp: () => closed };
+}
 const signal = () => new AbortController().signal;
 
 describe('plainHttpGet', () => {
@@ -170,7 +186,7 @@ describe('plainHttpGet', () => {
     for (const path of ['/chunked', '/404', '/302', '/big']) {
       expect(await plainHttpGet(new URL(`${base}${path}`), {}, signal()), path).toBeNull();
     }
-    for (let i = 0; i < 50 && closed.length < 4; i++) await sleep(20);
+    await until(() => closed.length >= 4);
     expect(closed.sort()).toEqual(['/302', '/404', '/big', '/chunked']);
   });
 
@@ -222,20 +238,15 @@ describe('plainHttpGet', () => {
   });
 
   it('an abort while the body streams ends it with the abort reason and closes the connection', async () => {
-    let serverClosed = false;
-    const base = await rawServer((s) => {
-      s.on('close', () => (serverClosed = true));
-      s.write('HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n');
-      s.write(Buffer.alloc(100_000));
-    });
+    const { base, hungUp } = await neverEndingAnswer(100_000);
     const ac = new AbortController();
     const a = await plainHttpGet(new URL(`${base}/`), {}, ac.signal);
     const reading = (async () => {
       for await (const _ of a!.body) ac.abort(new Error('stalled'));
     })();
     await expect(reading).rejects.toThrow('stalled');
-    for (let i = 0; i < 50 && !serverClosed; i++) await sleep(20);
-    expect(serverClosed).toBe(true);
+    await until(hungUp);
+    expect(hungUp()).toBe(true);
   });
 
   it('an abort before the head arrives rejects with the reason', async () => {
@@ -254,16 +265,11 @@ describe('plainHttpGet', () => {
   });
 
   it('a consumer that stops early hangs up', async () => {
-    let serverClosed = false;
-    const base = await rawServer((s) => {
-      s.on('close', () => (serverClosed = true));
-      s.write('HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n');
-      s.write(Buffer.alloc(200_000));
-    });
+    const { base, hungUp } = await neverEndingAnswer(200_000);
     const a = await plainHttpGet(new URL(`${base}/`), {}, signal());
     for await (const _ of a!.body) break;
-    for (let i = 0; i < 50 && !serverClosed; i++) await sleep(20);
-    expect(serverClosed).toBe(true);
+    await until(hungUp);
+    expect(hungUp()).toBe(true);
   });
 
   it('reads no further ahead of a consumer that does not ask than the ring and the kernel\'s buffers', async () => {

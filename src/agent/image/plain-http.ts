@@ -60,8 +60,7 @@ class ChunkRing {
   private current = 0;
   private fill = 0;
   /** Chunks not yet taken by the consumer, with the slab each lives in (-1: a copy of its own). */
-  readonly queue: Array<{ data: Buffer; slab: number }> = [];
-  queued = 0;
+  private readonly queue: Array<{ data: Buffer; slab: number }> = [];
   private held = -1;
 
   /** Copies `data` in, as one or two chunks; what finds no free slab is copied to its own buffer. */
@@ -86,7 +85,6 @@ class ChunkRing {
   private push(data: Buffer, slab: number): void {
     if (slab >= 0) this.refs[slab]!++;
     this.queue.push({ data, slab });
-    this.queued += data.length;
   }
 
   /** The next chunk for the consumer; the one it held before is released. */
@@ -94,7 +92,6 @@ class ChunkRing {
     this.release();
     const next = this.queue.shift();
     if (!next) return undefined;
-    this.queued -= next.data.length;
     this.held = next.slab;
     return next.data;
   }
