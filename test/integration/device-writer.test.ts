@@ -2,16 +2,16 @@
 // network chunks) are gathered into aligned buffers and go around the page cache; gaps, zero ranges
 // and an unaligned tail still land byte-exact.
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLoopDevice, type LoopDevice } from '../helpers/loop-device.js';
-import { discardRanges } from '../../src/agent/image/zero-out.js';
+import { holePuncher } from '../../src/agent/image/zero-out.js';
 import { LocalHost } from '../../src/agent/host/host.js';
 import { silentLogger } from '../../src/agent/log.js';
 import { destroyLoop, readAt } from './support.js';
 import { DeviceWriter, MAX_WRITE } from '../../src/agent/image/device-writer.js';
-import type { WriteOp } from '../../src/agent/image/write-ops.js';
+import type { ByteRange, HolePuncher, WriteOp } from '../../src/agent/image/write-ops.js';
 
 const MIB = 1024 * 1024;
 let disk: LoopDevice;
@@ -23,9 +23,49 @@ afterAll(async () => {
   await destroyLoop(disk);
 });
 
-type Discard = (ranges: Array<{ offset: number; length: number }>) => Promise<boolean[]>;
+const localHost = () => new LocalHost({ sysRoot: '/', devices: [disk.path], power: 'none', log: silentLogger() });
 
-async function writeOps(ops: WriteOp[], preZeroed: boolean, discard: Discard | null = null): Promise<DeviceWriter> {
+/**
+ * The real hole puncher (blkdiscard on the loop device), recording what it is handed and when each
+ * discard is done; ranges from `refuseFrom` on are refused, as a device that cannot take them.
+ */
+function recordingPuncher(refuseFrom = Infinity): HolePuncher & { handed: Array<[number, number]>; done: ByteRange[]; closed: boolean } {
+  const real = holePuncher(localHost(), disk.path);
+  const p = {
+    handed: [] as Array<[number, number]>,
+    done: [] as ByteRange[],
+    closed: false,
+    async discard(r: ByteRange): Promise<boolean> {
+      p.handed.push([r.offset, r.length]);
+      const ok = r.offset < refuseFrom ? await real.discard(r) : false;
+      p.done.push(r);
+      return ok;
+    },
+    async close(): Promise<void> {
+      p.closed = true;
+      await real.close();
+    },
+  };
+  return p;
+}
+
+/** `fh` as a slow disk: each write starts `ms` late (the real write, later), so it is still in flight when the next op comes. */
+function slowWrites(fh: FileHandle, ms: number): FileHandle {
+  return new Proxy(fh, {
+    get(target, key) {
+      if (key === 'write') {
+        return async (...args: Parameters<FileHandle['write']>) => {
+          await new Promise((r) => setTimeout(r, ms));
+          return (target.write as (...a: unknown[]) => unknown)(...args);
+        };
+      }
+      const v = Reflect.get(target, key) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+async function writeOps(ops: WriteOp[], preZeroed: boolean, discard: HolePuncher | null = null): Promise<DeviceWriter> {
   const fh = await open(disk.path, 'r+');
   const direct = await open(disk.path, constants.O_RDWR | constants.O_DIRECT);
   try {
@@ -107,28 +147,80 @@ describe('device writer', () => {
     randomBytes(MIB).copy(img, 5 * MIB); // 4 MiB zero run before it: discarded
     randomBytes(MIB).copy(img, 6 * MIB + 256 * 1024); // 256 KiB zero run: written
     randomBytes(MIB).copy(img, 20 * MIB);
-    const calls: Array<Array<[number, number]>> = [];
-    const discard: Discard = async (ranges) => {
-      calls.push(ranges.map((r) => [r.offset, r.length]));
-      // A device that refuses the ranges from 16 MiB on: their zeros must be written instead.
-      const lowRanges = ranges.filter((r) => r.offset < 16 * MIB);
-      const real = await discardRanges(new LocalHost({ sysRoot: '/', devices: [disk.path], power: 'none', log: silentLogger() }), disk.path, lowRanges);
-      return ranges.map((r) => (r.offset < 16 * MIB ? real[lowRanges.indexOf(r)]! : false));
-    };
+    const puncher = recordingPuncher(16 * MIB); // the device refuses the ranges from 16 MiB on: their zeros are written
     const ops = [...pieces(img.subarray(0, 16 * MIB), 0), { kind: 'zero' as const, offset: 16 * MIB, length: 4 * MIB }, ...pieces(img.subarray(20 * MIB), 20 * MIB)];
-    const writer = await writeOps(ops, false, discard);
+    const writer = await writeOps(ops, false, puncher);
 
     expect(readAt(disk.path, 0, img.length).equals(img)).toBe(true);
-    // One batch at the end; the 256 KiB run was written, not discarded.
-    expect(calls).toEqual([
-      [
-        [MIB, 4 * MIB],
-        [7 * MIB + 256 * 1024, 16 * MIB - (7 * MIB + 256 * 1024) + 4 * MIB], // continues into the zero op
-        [21 * MIB, 11 * MIB],
-      ],
+    // Each run handed over as it ended; the 256 KiB run was written, not discarded.
+    expect(puncher.handed).toEqual([
+      [MIB, 4 * MIB],
+      [7 * MIB + 256 * 1024, 16 * MIB - (7 * MIB + 256 * 1024) + 4 * MIB], // continues into the zero op
+      [21 * MIB, 11 * MIB],
     ]);
+    expect(puncher.closed).toBe(true);
     expect(writer.bytesSkipped).toBe(4 * MIB + 20 * MIB - (7 * MIB + 256 * 1024)); // the refused run (from 21 MiB) was written
     expect(writer.bytesWritten + writer.bytesSkipped).toBe(img.length);
+  });
+
+  it('punches holes while the image streams, and orders them against writes to the same range', async () => {
+    await writeOps([{ kind: 'data', offset: 0, data: randomBytes(48 * MIB) }], false);
+    const a = randomBytes(2 * MIB);
+    const b = randomBytes(MIB);
+    const c = randomBytes(3 * MIB);
+    const puncher = recordingPuncher();
+    const fh = await open(disk.path, 'r+');
+    const direct = await open(disk.path, constants.O_RDWR | constants.O_DIRECT);
+    let doneBeforeFinish: number;
+    try {
+      const writer = new DeviceWriter(slowWrites(fh, 200), { deviceName: disk.path, deviceSize: 64 * MIB, preZeroed: false, direct: slowWrites(direct, 200), discard: puncher });
+      await writer.apply({ kind: 'data', offset: 0, data: a });
+      await writer.apply({ kind: 'zero', offset: 2 * MIB, length: 8 * MIB }); // run 1
+      await writer.apply({ kind: 'data', offset: 10 * MIB, data: b });
+      // Data then zeros for the same range (its write may still be in flight): zeros win.
+      await writer.apply({ kind: 'data', offset: 12 * MIB, data: randomBytes(4 * MIB) });
+      await writer.apply({ kind: 'zero', offset: 11 * MIB, length: 9 * MIB }); // run 2
+      await writer.apply({ kind: 'data', offset: 20 * MIB, data: b });
+      // Zeros then data inside them (a qcow2 cluster revisited): data wins.
+      await writer.apply({ kind: 'zero', offset: 21 * MIB, length: 20 * MIB }); // run 3
+      await writer.apply({ kind: 'data', offset: 30 * MIB, data: c });
+      await writer.apply({ kind: 'data', offset: 41 * MIB, data: b });
+      // Runs 1 and 2 were handed over (and run 3, which data came for) before the end of the image.
+      await new Promise((r) => setTimeout(r, 600));
+      doneBeforeFinish = puncher.done.length;
+      await writer.finish();
+      expect(writer.bytesSkipped).toBe((8 + 9 + 20) * MIB);
+    } finally {
+      await fh.close();
+      await direct.close();
+    }
+    expect(puncher.handed).toEqual([
+      [2 * MIB, 8 * MIB],
+      [11 * MIB, 9 * MIB],
+      [21 * MIB, 20 * MIB],
+    ]);
+    expect(doneBeforeFinish).toBe(3);
+    const want = Buffer.alloc(42 * MIB);
+    a.copy(want, 0);
+    b.copy(want, 10 * MIB);
+    b.copy(want, 20 * MIB);
+    c.copy(want, 30 * MIB);
+    b.copy(want, 41 * MIB);
+    expect(readAt(disk.path, 0, want.length).equals(want)).toBe(true);
+  });
+
+  it('refuses nothing silently when the discarding shell is gone: the zeros are written', async () => {
+    await writeOps([{ kind: 'data', offset: 0, data: randomBytes(16 * MIB) }], false);
+    // A device name blkdiscard cannot open: every range is refused.
+    const puncher = holePuncher(localHost(), '/dev/ferrum-no-such-device');
+    const img = Buffer.alloc(16 * MIB);
+    randomBytes(MIB).copy(img, 0);
+    randomBytes(MIB).copy(img, 15 * MIB);
+    const writer = await writeOps(pieces(img, 0), false, puncher);
+    expect(writer.bytesSkipped).toBe(0);
+    expect(readAt(disk.path, 0, img.length).equals(img)).toBe(true);
+    // Closed by the writer: a range handed over now is refused at once.
+    expect(await puncher.discard({ offset: 0, length: MIB })).toBe(false);
   });
 
   it('refuses data beyond the device end before writing it', async () => {

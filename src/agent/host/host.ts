@@ -3,6 +3,7 @@
 // production points it at `/`. The destructive-work guard lives here, in one place.
 import { promises as fs, constants as fsc } from 'node:fs';
 import { join, posix } from 'node:path';
+import type { Readable } from 'node:stream';
 import type { PowerMode } from '../config.js';
 import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -10,7 +11,10 @@ import type { Logger } from '../log.js';
 export interface RunOptions {
   /** Kill the process after this many milliseconds. */
   timeoutMs?: number;
-  input?: string | Buffer;
+  /** The process's stdin: all at once, or a stream the caller keeps writing to (ended to finish). */
+  input?: string | Buffer | Readable;
+  /** Called with each line of stdout as the process writes it (for a process that answers as it goes). */
+  onStdoutLine?: (line: string) => void;
   /** Return the result on a non-zero exit instead of throwing. */
   allowFailure?: boolean;
   env?: Record<string, string>;
@@ -158,12 +162,18 @@ export class LocalHost implements Host {
   async run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
     const started = Date.now();
     const { execa } = await (execaModule ??= import('execa'));
+    const onLine = opts.onStdoutLine;
     const res = await execa(cmd, args, {
       reject: false,
       timeout: opts.timeoutMs,
       input: opts.input,
       env: { LC_ALL: 'C', ...opts.env },
       stripFinalNewline: false,
+      // A transform sees stdout line by line as it comes; the whole of it is still kept for the result.
+      ...(onLine ? { stdout: function* (line: unknown) {
+            onLine(String(line));
+            yield line;
+          } } : {}),
     });
     const stdout = String(res.stdout ?? '');
     const stderr = String(res.stderr ?? '');

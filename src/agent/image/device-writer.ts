@@ -11,7 +11,7 @@
 import { readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { AgentError } from '../errors.js';
-import type { ByteRange, DiscardRanges, WriteOp } from './write-ops.js';
+import type { ByteRange, HolePuncher, WriteOp } from './write-ops.js';
 import { allocateShared, copyIntoShared } from './shared-memory.js';
 
 /** Zero detection granularity: 64 KiB blocks, aligned to the device. */
@@ -95,15 +95,20 @@ export interface WriterOptions {
   /** The same device opened with O_DIRECT, when that worked. */
   direct?: FileHandle | null;
   /**
-   * Where a discarded range reads back zeros (a loop device's punched hole): discards zero runs of
-   * the image instead of writing them, all at once at the end; per range, false when the device
-   * refused (the zeros are written then).
+   * Where a discarded range reads back zeros (a loop device's punched hole): the image's zero runs
+   * are discarded as they pass instead of written; what the device refuses is written as zeros.
+   * The writer closes it.
    */
-  discard?: DiscardRanges | null;
+  discard?: HolePuncher | null;
 }
 
 /** Zero runs shorter than this are written: a discard costs a subprocess. */
 export const MIN_DISCARD = 1024 * 1024;
+
+/** True when `r` and [offset, offset+length) share a byte. */
+function overlaps(r: ByteRange, offset: number, length: number): boolean {
+  return offset < r.offset + r.length && r.offset < offset + length;
+}
 
 export class DeviceWriter {
   bytesWritten = 0;
@@ -115,11 +120,12 @@ export class DeviceWriter {
   /** Buffers for readers that copy their data anyway (the raw stream); aligned when direct I/O works. */
   readonly pool: BufferPool;
   private zeroBuffer: Buffer | null = null;
-  private readonly inflight = new Set<Promise<void>>();
+  /** Writes in flight, with the range each covers. */
+  private readonly inflight = new Map<Promise<void>, ByteRange>();
   /** A zero run waiting to be discarded (grows while the next zero blocks continue it). */
   private pendingZero: ByteRange | null = null;
-  /** Zero runs to discard when the image is written (or earlier, if data comes for them). */
-  private readonly zeroRuns: ByteRange[] = [];
+  /** Zero runs handed to the hole puncher, until the writer has seen whether the device took them. */
+  private readonly discards: Array<{ run: ByteRange; taken: Promise<boolean> }> = [];
   private failure: unknown = null;
 
   constructor(
@@ -160,7 +166,7 @@ export class DeviceWriter {
       case 'data': {
         if (op.offset + op.data.length > this.o.deviceSize) throw this.tooBig(op.offset + op.data.length);
         this.extent = Math.max(this.extent, op.offset + op.data.length);
-        if (this.pendingZero || this.zeroRuns.length > 0) await this.afterDiscardsOf(op.offset, op.data.length);
+        if (this.pendingZero || this.discards.length > 0) await this.afterDiscardsOf(op.offset, op.data.length);
         // Other readers' data (qcow2 clusters, still in network buffers) is gathered into pool buffers
         // when that lets it go around the page cache in big writes; the network buffer is free at once.
         if (op.pooled !== true && this.stagingPossible(op.offset, op.data.length)) {
@@ -246,35 +252,34 @@ export class DeviceWriter {
     await this.writeZeros(offset, length);
   }
 
-  /** Ends the pending zero run: kept for the discard when long enough, else written. */
+  /** Ends the pending zero run: handed to the hole puncher when long enough, else written. */
   private async flushZero(): Promise<void> {
     const run = this.pendingZero;
     if (!run) return;
     this.pendingZero = null;
-    if (run.length < MIN_DISCARD || !this.o.discard) await this.writeZeros(run.offset, run.length);
-    else this.zeroRuns.push(run);
+    if (run.length < MIN_DISCARD || !this.o.discard) return this.writeZeros(run.offset, run.length);
+    // A write still in flight into the run (data the image then declared zero) must land first.
+    await Promise.all([...this.inflight].filter(([, r]) => overlaps(r, run.offset, run.length)).map(([p]) => p));
+    this.discards.push({ run, taken: this.o.discard.discard(run).catch(() => false) });
   }
 
-  /** Discards `runs`; what the device refuses is written as zeros. */
-  private async discardRuns(runs: ByteRange[]): Promise<void> {
-    if (runs.length === 0) return;
-    const ok = await this.o.discard!(runs).catch(() => runs.map(() => false));
-    for (const [i, run] of runs.entries()) {
-      if (ok[i]) this.bytesSkipped += run.length;
-      else await this.writeZeros(run.offset, run.length);
+  /** Waits for the discards of `runs`; what the device refused is written as zeros. */
+  private async settleDiscards(runs: Array<{ run: ByteRange; taken: Promise<boolean> }>): Promise<void> {
+    for (const d of runs) {
+      this.discards.splice(this.discards.indexOf(d), 1);
+      if (await d.taken) this.bytesSkipped += d.run.length;
+      else await this.writeZeros(d.run.offset, d.run.length);
     }
   }
 
-  /** Data for a range a zero run covers (qcow2 may revisit a range): that run is discarded first. */
+  /** Data for a range a zero run covers (qcow2 may revisit a range): that run's hole comes first. */
   private async afterDiscardsOf(offset: number, length: number): Promise<void> {
-    const end = offset + length;
     const z = this.pendingZero;
-    if (z && offset < z.offset + z.length && z.offset < end) await this.flushZero();
-    const hit = this.zeroRuns.filter((r) => offset < r.offset + r.length && r.offset < end);
+    if (z && overlaps(z, offset, length)) await this.flushZero();
+    const hit = this.discards.filter((d) => overlaps(d.run, offset, length));
     if (hit.length === 0) return;
-    for (const r of hit) this.zeroRuns.splice(this.zeroRuns.indexOf(r), 1);
-    await this.discardRuns(hit);
-    await Promise.all(this.inflight);
+    await this.settleDiscards(hit);
+    await Promise.all(this.inflight.keys());
   }
 
   private async writeZeros(offset: number, length: number): Promise<void> {
@@ -312,7 +317,7 @@ export class DeviceWriter {
 
   /** Starts a write once fewer than `parallelism` are in flight; `done` settles when it completes. */
   private async submit(buf: Buffer, position: number, pooled: boolean): Promise<{ done: Promise<void> }> {
-    while (this.inflight.size >= (this.o.parallelism ?? DEFAULT_PARALLELISM)) await Promise.race(this.inflight);
+    while (this.inflight.size >= (this.o.parallelism ?? DEFAULT_PARALLELISM)) await Promise.race(this.inflight.keys());
     if (this.failure) throw this.failure;
     const direct = this.directOk(buf, position, pooled);
     const handle = direct ? this.o.direct! : this.fh;
@@ -330,7 +335,7 @@ export class DeviceWriter {
         this.inflight.delete(p);
       },
     );
-    this.inflight.add(p);
+    this.inflight.set(p, { offset: position, length: buf.length });
     return { done: p };
   }
 
@@ -347,16 +352,17 @@ export class DeviceWriter {
   async finish(): Promise<void> {
     await this.flushStage();
     await this.flushZero();
-    await this.discardRuns(this.zeroRuns.splice(0));
-    await Promise.all(this.inflight);
+    await this.settleDiscards([...this.discards]);
+    await this.o.discard?.close();
+    await Promise.all(this.inflight.keys());
     if (this.failure) throw this.failure;
     await this.fh.sync();
     if (this.o.direct) await this.o.direct.sync();
   }
 
-  /** Waits for in-flight writes without throwing (cleanup after a failure). */
+  /** Waits for in-flight writes and discards without throwing (cleanup after a failure). */
   async drain(): Promise<void> {
-    await Promise.allSettled([...this.inflight]);
+    await Promise.allSettled([...this.inflight.keys(), this.o.discard?.close()]);
   }
 }
 

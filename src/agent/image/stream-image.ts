@@ -8,7 +8,7 @@ import { copied, decompressing, peek, type Compression } from './decompress.js';
 import { DeviceWriter, rawOps } from './device-writer.js';
 import { downloadImage, type DownloadOptions } from './download.js';
 import type { ImageProgress } from './progress.js';
-import type { DiscardRanges, SpillArea, WriteOp } from './write-ops.js';
+import type { HolePuncher, SpillArea, WriteOp } from './write-ops.js';
 
 export type ImageFormat = 'raw' | 'qcow2';
 
@@ -31,7 +31,7 @@ export interface StreamOptions {
   deviceSize: number;
   preZeroed: boolean;
   /** Discards a zero run of the image instead of writing it (see DeviceWriter); null: write zeros. */
-  discard?: DiscardRanges | null;
+  discard?: HolePuncher | null;
   /** disk_format from image_info (null when the conductor did not say). */
   diskFormat: string | null;
   /** Formats the conductor permits (lookup config permitted_image_formats). */

@@ -14,10 +14,10 @@ import { decodeConfigDrive, writeConfigDriveWholeDisk } from './configdrive.js';
 import { fetchText, type DownloadOptions } from './download.js';
 import { ImageProgress } from './progress.js';
 import { streamImageToDevice, type StreamResult } from './stream-image.js';
-import { discardRanges, punchesHoles, zeroOutIfCheap } from './zero-out.js';
+import { holePuncher, punchesHoles, zeroOutIfCheap } from './zero-out.js';
 import { bootModeOf } from './capabilities.js';
 import { FileSpillArea } from './spill-area.js';
-import type { DiscardRanges, SpillArea } from './write-ops.js';
+import type { HolePuncher, SpillArea } from './write-ops.js';
 import type { FileHandle } from 'node:fs/promises';
 
 /** The device opened with O_DIRECT for the image writer; null where the device refuses it. */
@@ -110,10 +110,10 @@ export async function streamVerified(
   // unknown up front, as for compressed raw images).
   const zeroSpan = virtualSize !== null ? Math.min(device.size, Math.ceil(virtualSize / 4096) * 4096) : device.size;
   const preZeroed = await zeroOutIfCheap(s.host, device.name, zeroSpan, log);
-  let discard: DiscardRanges | null = null;
+  let discard: HolePuncher | null = null;
   if (!preZeroed && (await punchesHoles(s.host, device.name))) {
     log.info({ device: device.name }, 'loop device: zero runs of the image will be discarded (holes punched) instead of written');
-    discard = (ranges) => discardRanges(s.host, device.name, ranges);
+    discard = holePuncher(s.host, device.name);
   }
   const hash = createDigest(expected.algorithm);
   const fh = await s.host.openForWrite(device.name);
@@ -137,6 +137,8 @@ export async function streamVerified(
       makeSpill: fileSpill,
     });
   } finally {
+    // The writer closes it; this is for a failure before the writer was made.
+    await discard?.close();
     await fh.close();
     await directFh?.close();
   }

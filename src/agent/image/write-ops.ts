@@ -38,11 +38,13 @@ export interface ByteRange {
   length: number;
 }
 
-/**
- * Discards ranges of the target where a discard leaves zeros (a loop device's punched hole);
- * per range, false when the device refused it.
- */
-export type DiscardRanges = (ranges: ByteRange[]) => Promise<boolean[]>;
+/** Discards ranges of the target where a discard leaves zeros (a loop device's punched hole). */
+export interface HolePuncher {
+  /** Queues a discard of `range`; settles true once it is done, false when the device refused it. */
+  discard(range: ByteRange): Promise<boolean>;
+  /** Ends the discards once the queued ones are done (and any process doing them). */
+  close(): Promise<void>;
+}
 
 /**
  * Scratch space for data a streaming reader cannot place yet (a qcow2 cluster whose L2 table comes
