@@ -10,7 +10,7 @@ import { accessSync, constants as fsConstants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { Readable, type Transform } from 'node:stream';
 import { AgentError } from '../errors.js';
-import type { BufferPool } from './device-writer.js';
+import type { BufferPool } from './buffer-pool.js';
 import { zstdInWorker, zstdWorkerAvailable, type ZstdWorkerOptions } from './zstd-worker.js';
 
 export type Compression = 'gzip' | 'xz' | 'zstd' | 'bzip2' | null;

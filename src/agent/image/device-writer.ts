@@ -13,12 +13,13 @@ import type { FileHandle } from 'node:fs/promises';
 import { AgentError } from '../errors.js';
 import type { ByteRange, HolePuncher, WriteOp } from './write-ops.js';
 import { allocateShared, copyIntoShared } from './shared-memory.js';
+import { BufferPool, POOL_BUFFER_BYTES, offeredPoolBuffers } from './buffer-pool.js';
 
 /** Zero detection granularity: 64 KiB blocks, aligned to the device. */
 export const ZERO_BLOCK = 64 * 1024;
 const ZEROS = Buffer.alloc(ZERO_BLOCK);
 /** Largest single write. */
-export const MAX_WRITE = 4 * 1024 * 1024;
+export const MAX_WRITE = POOL_BUFFER_BYTES;
 /** Offsets, lengths and memory for direct I/O are kept 4 KiB-aligned (covers 512e and 4Kn disks). */
 export const DIRECT_ALIGN = 4096;
 /**
@@ -44,45 +45,6 @@ export function allocateAligned(fd: number, size: number): Buffer | null {
     }
   }
   return null;
-}
-
-/**
- * Chunks of a stream that lie in a pool buffer their producer offers to the consumer: a consumer
- * that calls the function owns that buffer from then on (it gets it, to release it to the pool);
- * otherwise the producer reuses it once the next chunk is asked for.
- */
-export const offeredPoolBuffers = new WeakMap<Buffer, () => Buffer>();
-
-/**
- * A few MAX_WRITE buffers reused for the whole write: one copy from the network chunks into a
- * buffer the writer releases when its write is done. No allocation per 4 MiB (fresh buffers cost
- * page faults and GC), and the pool size bounds the memory in flight.
- */
-export class BufferPool {
-  private readonly free: Buffer[] = [];
-  private readonly waiters: Array<(b: Buffer) => void> = [];
-  /** True when every buffer is aligned for direct I/O. */
-  readonly aligned: boolean;
-
-  constructor(count: number, allocate: () => Buffer | null = () => null) {
-    let aligned = true;
-    for (let i = 0; i < count; i++) {
-      const b = allocate();
-      if (!b) aligned = false;
-      this.free.push(b ?? allocateShared(MAX_WRITE));
-    }
-    this.aligned = aligned && count > 0;
-  }
-
-  acquire(): Buffer | Promise<Buffer> {
-    return this.free.pop() ?? new Promise<Buffer>((resolve) => this.waiters.push(resolve));
-  }
-
-  release(buf: Buffer): void {
-    const waiter = this.waiters.shift();
-    if (waiter) waiter(buf);
-    else this.free.push(buf);
-  }
 }
 
 export interface WriterOptions {

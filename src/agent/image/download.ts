@@ -1,13 +1,14 @@
 // The image download as a stream of chunks: plain-HTTP bodies through plain-http.ts where the
-// consumer lets chunks be transient, undici for everything else. A dropped connection resumes where it broke
-// with an HTTP Range request (If-Range keeps a changed file from being spliced in), failing over
-// through every URL; a server that ignores Range is re-read and the bytes already delivered are
+// consumer gives buffers to read into, undici for everything else. A dropped connection resumes
+// where it broke with an HTTP Range request (If-Range keeps a changed file from being spliced in),
+// failing over through every URL; a server that ignores Range is re-read and the bytes already delivered are
 // skipped. A stall watchdog aborts a connection that stops sending. Back-pressure: the socket is
 // only read as fast as the consumer pulls.
 import { Agent, ProxyAgent, request, type Dispatcher } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { BufferPool } from './buffer-pool.js';
 import { plainHttpApplies, plainHttpGet } from './plain-http.js';
 
 export interface DownloadOptions {
@@ -19,13 +20,14 @@ export interface DownloadOptions {
   retries: number;
   retryIntervalSec: number;
   insecure: boolean;
-  /** Plain-HTTP bodies through plain-http.ts where chunks may be transient (default true); false: undici only. */
+  /** Plain-HTTP bodies through plain-http.ts where the consumer gives `readInto` (default true); false: undici only. */
   plainHttp?: boolean;
   /**
-   * The consumer is done with a chunk when it asks for the next one, so a chunk's memory may be
-   * reused (plain-http.ts's ring). Otherwise every chunk is the consumer's to keep.
+   * The consumer's pool buffers, which plain-HTTP bodies are read straight into. The consumer is
+   * then done with a chunk when it asks for the next one, unless it takes the chunk's pool buffer
+   * (offeredPoolBuffers). Without it, every chunk is the consumer's to keep.
    */
-  transientChunks?: boolean;
+  readInto?: BufferPool;
   proxies?: { http?: string; https?: string } | null;
   noProxy?: string | null;
   /** Extra request headers (e.g. Authorization). */
@@ -73,11 +75,11 @@ interface Answer {
   text(): Promise<string>;
 }
 
-async function ask(url: string, headers: Record<string, string>, signal: AbortSignal, o: DownloadOptions, d: Dispatchers): Promise<Answer> {
+async function ask(url: string, headers: Record<string, string>, signal: AbortSignal, o: DownloadOptions, d: Dispatchers, onRead: () => void): Promise<Answer> {
   const target = new URL(url);
   const dispatcher = dispatcherFor(target, o, d);
-  if (o.transientChunks && o.plainHttp !== false && dispatcher === d.direct && plainHttpApplies(target, headers)) {
-    const plain = await plainHttpGet(target, headers, signal, { insecure: o.insecure });
+  if (o.readInto && o.plainHttp !== false && dispatcher === d.direct && plainHttpApplies(target, headers)) {
+    const plain = await plainHttpGet(target, headers, signal, { memory: o.readInto, insecure: o.insecure, onRead });
     if (plain) {
       o.log.info({ url, status: plain.statusCode, client: 'plain-http' }, 'image server answered');
       const dump = async () => plain.close();
@@ -152,7 +154,7 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
             o.log.warn({ url, offset }, 'resuming image download');
           }
           arm();
-          const res = await ask(url, headers, ac.signal, o, dispatchers);
+          const res = await ask(url, headers, ac.signal, o, dispatchers, arm);
           let skip = 0;
           const served = res.headers['etag'] ?? res.headers['last-modified'];
           if (res.statusCode === 206 && offset > 0) {

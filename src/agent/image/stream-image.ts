@@ -126,10 +126,12 @@ function deferredSpill(o: StreamOptions, virtualSize: () => number | null): Spil
 
 export async function streamImageToDevice(o: StreamOptions): Promise<StreamResult> {
   const tap = new HashTap(o.hash, o.progress);
-  // Every consumer below is done with a chunk when it asks for the next (or copies it first).
-  const source = tap.pipe(downloadImage({ ...o.download, transientChunks: true }));
+  // Made first: the download is read into its pool buffers, and a zstd worker decompresses into them.
+  const writer = new DeviceWriter(o.fh, { deviceName: o.deviceName, deviceSize: o.deviceSize, preZeroed: o.preZeroed, direct: o.directFh ?? null, discard: o.discard ?? null });
+  // Every consumer below is done with a chunk when it asks for the next (or copies it, or takes its pool buffer).
+  const source = tap.pipe(downloadImage({ ...o.download, readInto: writer.pool }));
   try {
-    return await streamFrom(source, tap, o);
+    return await streamFrom(source, tap, writer, o);
   } finally {
     // On failure (a refused format, a write error) the download is closed now, not when its stall
     // watchdog fires; after success this is a no-op. Not awaited: closing may wait for a read.
@@ -149,9 +151,7 @@ function refusal(format: ImageFormat, o: StreamOptions): AgentError | null {
   return null;
 }
 
-async function streamFrom(source: AsyncGenerator<Buffer>, tap: HashTap, o: StreamOptions): Promise<StreamResult> {
-  // Made first: a zstd worker decompresses straight into the writer's pool buffers.
-  const writer = new DeviceWriter(o.fh, { deviceName: o.deviceName, deviceSize: o.deviceSize, preZeroed: o.preZeroed, direct: o.directFh ?? null, discard: o.discard ?? null });
+async function streamFrom(source: AsyncGenerator<Buffer>, tap: HashTap, writer: DeviceWriter, o: StreamOptions): Promise<StreamResult> {
   const { stream: plain, compression, reusesChunks, via } = await decompressing(source, { pool: writer.pool, hash: { digest: o.hash, handOver: () => tap.handOver() }, sourceReusesChunks: true });
   const { head, stream: peeked } = await peek(plain, 4);
   const format = detectFormat(head);
@@ -165,7 +165,7 @@ async function streamFrom(source: AsyncGenerator<Buffer>, tap: HashTap, o: Strea
 
   let virtualSize: number | null = null;
   let ops: AsyncIterable<WriteOp>;
-  // rawOps copies each chunk before it asks for the next. The qcow2 reader copies what it keeps
+  // rawOps takes a chunk's pool buffer, or copies the chunk, before it asks for the next. The qcow2 reader copies what it keeps
   // across chunks when told its input is transient, and the writer is done with each of its ops
   // when apply() returns; without direct I/O (no gathering) it gets copies instead.
   const transientQcow2 = reusesChunks && writer.gathers;

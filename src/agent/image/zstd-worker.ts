@@ -12,7 +12,7 @@
 import type { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
 import { AgentError } from '../errors.js';
-import { offeredPoolBuffers, type BufferPool } from './device-writer.js';
+import { offeredPoolBuffers, type BufferPool } from './buffer-pool.js';
 import type { StreamDigest } from './parallel-digest.js';
 import { startPipelineWorker } from './pipeline-worker.js';
 import { ZSTD_WORKER_SOURCE } from './zstd-worker-source.js';

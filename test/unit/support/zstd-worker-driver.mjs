@@ -11,7 +11,8 @@ import { open } from 'node:fs/promises';
 
 const dist = new URL('../../../dist/agent/image/', import.meta.url);
 const { decompressing } = await import(new URL('decompress.js', dist).href);
-const { BufferPool, DeviceWriter, rawOps } = await import(new URL('device-writer.js', dist).href);
+const { DeviceWriter, rawOps } = await import(new URL('device-writer.js', dist).href);
+const { BufferPool } = await import(new URL('buffer-pool.js', dist).href);
 const { parallelDigest } = await import(new URL('parallel-digest.js', dist).href);
 const { zstdWorkerAvailable } = await import(new URL('zstd-worker.js', dist).href);
 
