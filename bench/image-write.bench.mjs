@@ -158,6 +158,13 @@ function throttle(dev, bytesPerSec) {
   };
 }
 
+/** SHA-256 throughput in memory on `node` (4 MiB updates, as the agent's hash worker makes them). */
+function inMemorySha256MBps(node) {
+  const script = "const c=require('crypto');const b=c.randomBytes(4<<20);const h=c.createHash('sha256');const t=process.hrtime.bigint();for(let i=0;i<256;i++)h.update(b);h.digest();console.log(Number(process.hrtime.bigint()-t)/1e9)";
+  const secs = Number(sh(node, ['-e', script]).trim());
+  return mbps(256 * 4 * MIB, secs);
+}
+
 async function ferrumWrite(node, url, digest, dev, diskFormat, cgroup = null) {
   const port = await freePort();
   // Node flags and malloc settings as systemd/ferrum-agent.service runs the agent in the ramdisk.
@@ -174,8 +181,13 @@ async function ferrumWrite(node, url, digest, dev, diskFormat, cgroup = null) {
       await new Promise((r) => setTimeout(r, 20));
     }
   }
+  // A conductor's first command comes well after the agent's start: its start-up warm-up (compiling
+  // schemas, loading the subprocess library) is not part of the write.
+  await new Promise((r) => setTimeout(r, 1000));
   const t0 = performance.now();
-  const post = await fetch(`${base}/v1/commands/?wait=false`, {
+  // wait=true: the answer comes when the command is done (no polling interval in the time); the
+  // peak RSS is the kernel's high-water mark (VmHWM), read once the command is over.
+  const post = await fetch(`${base}/v1/commands/?wait=true`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({
@@ -183,18 +195,10 @@ async function ferrumWrite(node, url, digest, dev, diskFormat, cgroup = null) {
       params: { image_info: { id: 'bench', urls: [url], os_hash_algo: 'sha256', os_hash_value: digest, disk_format: diskFormat, stream_raw_images: true } },
     }),
   });
-  const started = await post.json();
-  let result = started;
-  let peakRss = 0;
-  while (result.command_status === 'RUNNING') {
-    await new Promise((r) => setTimeout(r, 100));
-    const m = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'));
-    peakRss = Math.max(peakRss, Number(m?.[1] ?? 0));
-    result = await (await fetch(`${base}/v1/commands/${started.id}`)).json();
-  }
+  const result = await post.json();
   const secs = (performance.now() - t0) / 1000;
   const m = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'));
-  peakRss = Math.max(peakRss, Number(m?.[1] ?? 0));
+  const peakRss = Number(m?.[1] ?? 0);
   agent.kill('SIGTERM');
   await new Promise((r) => agent.once('exit', r));
   if (result.command_status !== 'SUCCEEDED') throw new Error(`prepare_image failed: ${JSON.stringify(result.command_error)}`);
@@ -295,9 +299,12 @@ export async function run() {
             `${(r.rate / diskCeiling).toFixed(2)}x ceiling  ${(r.rate / mbps(bytes, tPipeDisk)).toFixed(2)}x pipeline  peak RSS ${fmt(r.peakRssMiB, 'MiB')}`,
         );
       }
-      // Zero blocks are neither written nor skipped by the hash and the download: those bound the ratio.
-      const bound = Math.min(mbps(bytes, tHash), mbps(bytes, tCurl)) / diskRows[0].rate;
-      console.log(`  90%-zeros vs random at disk speed: ${(diskRows[1].rate / diskRows[0].rate).toFixed(2)}x (target >= 3x; at most ${bound.toFixed(2)}x here, where every byte is still hashed at ${mbps(bytes, tHash).toFixed(0)} MB/s)`);
+      // Zero blocks are not written, but still downloaded and hashed: the hash bounds the ratio. It is
+      // timed in memory on the agent's Node.js, as its worker hashes (openssl dgst of the file above
+      // also times 8 KiB reads), and the bound leaves out every fixed cost of prepare_image.
+      const hashMBps = inMemorySha256MBps(node.path);
+      const bound = hashMBps / diskRows[0].rate;
+      console.log(`  90%-zeros vs random at disk speed: ${(diskRows[1].rate / diskRows[0].rate).toFixed(2)}x (target >= 3x; at most ${bound.toFixed(2)}x here, where every byte is still hashed, at ${hashMBps.toFixed(0)} MB/s in memory)`);
       const wire = statSync(imgs.sparseQcow2).size;
       console.log(`  90%-zeros as qcow2 (${(wire / MIB).toFixed(0)} MiB on the wire) vs random raw at disk speed: ${(diskRows[2].rate / diskRows[0].rate).toFixed(2)}x`);
       return { ceilingMBps, pipelineMBps, rows, diskRows };
