@@ -7,7 +7,7 @@
 // busiest thread of an image write, so that is the write's speed.
 //
 // A chunk the consumer does not take is valid until it asks for the next one
-// (DownloadOptions.transientChunks); its buffer is filled again after that.
+// (DownloadOptions.readInto); its buffer is filled again after that.
 // Only the plain case is taken here: http: or https: (tls.connect reads into given memory the same
 // way), no proxy, an answer of 200 or 206 with a Content-Length and no Transfer-Encoding.
 // Anything else (another status, chunked, a malformed head) closes this connection and returns
