@@ -118,7 +118,7 @@ describe('device writer', () => {
       for (const [i, data] of parts.entries()) {
         const memory = Buffer.from(data);
         await writer.apply({ kind: 'data', offset: offsets[i]!, data: memory, transient: true });
-        memory.fill(0xa5); // the reader's ring takes the memory back at once
+        memory.fill(0xa5); // the reader fills the memory again at once
       }
       await writer.finish();
     } finally {
