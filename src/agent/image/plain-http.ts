@@ -150,13 +150,18 @@ class PoolSink {
 
   /** The consumer asked for the next chunk without taking this one. */
   giveBack(whole: Buffer): void {
+    this.accept(whole);
+  }
+
+  /** A buffer for this sink (given back untaken, or from the pool): filled next, kept, or released if closed. */
+  private accept(buf: Buffer): void {
     if (this.closed) {
       this.owned--;
-      this.pool.release(whole);
+      this.pool.release(buf);
     } else if (this.current) {
-      this.free.push(whole);
+      this.free.push(buf);
     } else {
-      this.current = whole;
+      this.current = buf;
       this.onRoom();
     }
   }
@@ -192,17 +197,7 @@ class PoolSink {
     this.owned++;
     const got = this.pool.acquire();
     if (got instanceof Promise) {
-      void got.then((b) => {
-        if (this.closed) {
-          this.owned--;
-          this.pool.release(b);
-        } else if (this.current) {
-          this.free.push(b);
-        } else {
-          this.current = b;
-          this.onRoom();
-        }
-      });
+      void got.then((b) => this.accept(b));
     } else {
       this.current = got;
     }
