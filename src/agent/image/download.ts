@@ -1,9 +1,9 @@
 // The image download as a stream of chunks: plain-HTTP bodies through plain-http.ts where the
 // consumer gives buffers to read into, undici for everything else. A dropped connection resumes
 // where it broke with an HTTP Range request (If-Range keeps a changed file from being spliced in),
-// failing over through every URL; a server that ignores Range is re-read and the bytes already delivered are
-// skipped. A stall watchdog aborts a connection that stops sending. Back-pressure: the socket is
-// only read as fast as the consumer pulls.
+// failing over through every URL; a server that ignores Range is re-read and the bytes already
+// delivered are skipped. A stall watchdog aborts a connection that stops sending. Back-pressure:
+// the socket is only read as fast as the consumer pulls.
 import { Agent, ProxyAgent, request, type Dispatcher } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentError } from '../errors.js';

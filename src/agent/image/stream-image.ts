@@ -165,9 +165,10 @@ async function streamFrom(source: AsyncGenerator<Buffer>, tap: HashTap, writer: 
 
   let virtualSize: number | null = null;
   let ops: AsyncIterable<WriteOp>;
-  // rawOps takes a chunk's pool buffer, or copies the chunk, before it asks for the next. The qcow2 reader copies what it keeps
-  // across chunks when told its input is transient, and the writer is done with each of its ops
-  // when apply() returns; without direct I/O (no gathering) it gets copies instead.
+  // rawOps takes a chunk's pool buffer, or copies the chunk, before it asks for the next. The qcow2
+  // reader copies what it keeps across chunks when told its input is transient, and the writer is
+  // done with each of its ops when apply() returns; without direct I/O (no gathering) it gets
+  // copies instead.
   const transientQcow2 = reusesChunks && writer.gathers;
   const stream = reusesChunks && format === 'qcow2' && !transientQcow2 ? copied(peeked) : peeked;
   if (format === 'qcow2') {
