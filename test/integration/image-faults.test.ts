@@ -12,7 +12,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createGzip, gzipSync } from 'node:zlib';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
@@ -169,6 +169,15 @@ afterAll(async () => {
  */
 const blockStart = (offset: number): number => offset - (offset % 4096);
 
+/** The agent's threads now (the image pipeline's hashing thread is one while it exists). */
+const agentThreads = (): number => readdirSync(`/proc/${agent!.proc.pid}/task`).length;
+
+/** Waits until the agent has no more threads than `before` (a terminated worker goes within ms). */
+async function threadsBackTo(before: number): Promise<number> {
+  for (let i = 0; i < 60 && agentThreads() > before; i++) await sleep(50);
+  return agentThreads();
+}
+
 // ---------------------------------------------------------------------------------------- tests
 
 describe('image download faults (standby.prepare_image, whole-disk raw)', () => {
@@ -292,9 +301,11 @@ describe('image download faults (standby.prepare_image, whole-disk raw)', () => 
     expect(logged(log, 'resuming image download').map((l) => l['offset'])).toEqual([blockStart(stallAt)]);
   });
 
-  it('a server that stalls every time fails clearly after the retries', async () => {
+  it('a server that stalls every time fails clearly after the retries, and its hashing thread ends', async () => {
     const url = server!.add('stall-always.img', small.raw, { stallAt: 2 * MiB, stallMode: 'always', pauseAfterFirstChunkMs: 500 });
+    const threads = agentThreads();
     const err = await prepareFails(info({ urls: [url], ...withSha(small.raw) }));
+    expect(await threadsBackTo(threads), 'no thread is left behind by the failed write').toBe(threads);
     expect(err.type).toBe('ImageDownloadError');
     expect(err.details).toContain(url);
     expect(err.details).toMatch(/no data for 3 s/);
@@ -306,7 +317,9 @@ describe('image download faults (standby.prepare_image, whole-disk raw)', () => 
     const before = deviceSha();
     const big = patternImage((DISK_MIB + 88) * MiB, 7);
     const url = server!.add('too-big.img', big);
+    const threads = agentThreads();
     const err = await prepareFails(info({ urls: [url], os_hash_algo: 'sha256', os_hash_value: 'a'.repeat(64) }));
+    expect(await threadsBackTo(threads), 'the hashing thread started ahead ends with the refusal').toBe(threads);
     expect(err.type).toBe('ImageWriteError');
     expect(err.details).toMatch(new RegExp(`needs ${big.size} bytes but the device has ${disk!.sizeBytes}`));
     expect(deviceSha(), 'the disk is exactly as it was').toBe(before);

@@ -49,4 +49,22 @@ describe('parallel digest', () => {
     await d.updateShared(data);
     expect(await d.digest()).toBe(createHash('sha512').update(data).digest('hex'));
   });
+
+  it('close() ends the hashing thread of a digest that is never finished', async () => {
+    const d = parallelDigest('sha256');
+    const exited = new Promise<number>((resolve) => d.thread!.once('exit', resolve));
+    await d.updateShared(shared(randomBytes(1 << 20)));
+    d.close();
+    await expect(exited).resolves.toBeTypeOf('number');
+    d.close(); // again: nothing left to end, no error
+  });
+
+  it('close() after digest() changes nothing', async () => {
+    const d = parallelDigest('sha256');
+    const data = randomBytes(3 << 20);
+    const w = d.update(data);
+    if (w) await w;
+    expect(await d.digest()).toBe(createHash('sha256').update(data).digest('hex'));
+    expect(() => d.close()).not.toThrow();
+  });
 });

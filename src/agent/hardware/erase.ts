@@ -34,11 +34,13 @@ async function zeroEdges(host: Host, disk: BlockDevice): Promise<void> {
 /** Wipes one disk's metadata the way IPA/ironic-lib does, plus the edges of the disk. */
 export async function eraseDiskMetadata(host: Host, disk: BlockDevice, log: Logger): Promise<void> {
   await host.assertMayDestroy(disk.name);
-  for (const dev of partitionsThenDisk(disk)) {
+  const devices = partitionsThenDisk(disk);
+  for (const dev of devices) {
     await host.assertMayDestroy(dev);
     log.info({ device: dev }, 'wiping signatures');
-    await host.run('wipefs', ['--force', '--all', dev], { timeoutMs: 120_000 });
   }
+  // One wipefs for all of them, in this order: each subprocess costs more than its work here.
+  await host.run('wipefs', ['--force', '--all', ...devices], { timeoutMs: 120_000 });
   // wipefs removed the GPT/MBR magic; zeroing both ends also clears the primary and backup headers
   // and partition arrays (IPA zeroes 33 sectors; 1 MiB also covers 4Kn disks). IPA's trailing
   // `sgdisk -Z` finds nothing left by then and costs a second (it sleeps after re-reading).

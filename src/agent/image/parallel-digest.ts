@@ -20,6 +20,8 @@ export interface StreamDigest {
   updateShared(view: Buffer): Promise<void>;
   /** Hex digest of everything added. */
   digest(): Promise<string>;
+  /** Ends the hashing thread of a digest that will not be finished (a failed or abandoned write). */
+  close(): void;
   /** The hashing thread, which also hosts a zstd decompressor (zstd-worker.ts); null when inline. */
   readonly thread: Worker | null;
 }
@@ -177,6 +179,10 @@ class WorkerDigest implements StreamDigest {
       this.worker.postMessage({ done: true });
     });
   }
+
+  close(): void {
+    void this.worker.terminate().catch(() => undefined);
+  }
 }
 
 class InlineDigest implements StreamDigest {
@@ -194,6 +200,7 @@ class InlineDigest implements StreamDigest {
   async digest(): Promise<string> {
     return this.hash.digest('hex');
   }
+  close(): void {}
 }
 
 /** A digest computed off the main thread; on the main thread if no worker can be started. */

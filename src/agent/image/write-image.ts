@@ -19,6 +19,8 @@ import { bootModeOf } from './capabilities.js';
 import { FileSpillArea } from './spill-area.js';
 import type { HolePuncher, SpillArea } from './write-ops.js';
 import type { FileHandle } from 'node:fs/promises';
+import type { StreamDigest } from './parallel-digest.js';
+import type { ImageProbe } from './partition-image.js';
 
 /** The device opened with O_DIRECT for the image writer; null where the device refuses it. */
 export async function openDirect(s: Services, device: string, log: Logger): Promise<FileHandle | null> {
@@ -104,6 +106,28 @@ export async function streamVerified(
   expected: ExpectedDigest,
   ctx: WriteContext,
   virtualSize: number | null,
+  /** A digest whose thread was started ahead (it boots while the disk is prepared); made here otherwise. */
+  started?: StreamDigest,
+): Promise<StreamResult> {
+  const { log, progress } = ctx;
+  const hash = started ?? createDigest(expected.algorithm);
+  try {
+    return await streamAndCheck(s, device, limit, info, expected, ctx, virtualSize, hash);
+  } finally {
+    // After digest() the thread is gone already; this ends it after a failure.
+    hash.close();
+  }
+}
+
+async function streamAndCheck(
+  s: Services,
+  device: { name: string; size: number },
+  limit: number,
+  info: ImageInfo,
+  expected: ExpectedDigest,
+  ctx: WriteContext,
+  virtualSize: number | null,
+  hash: StreamDigest,
 ): Promise<StreamResult> {
   const { log, progress } = ctx;
   // Only the span the image covers needs to read back as zeros (all of the device when the size is
@@ -115,7 +139,6 @@ export async function streamVerified(
     log.info({ device: device.name }, 'loop device: zero runs of the image will be discarded (holes punched) instead of written');
     discard = holePuncher(s.host, device.name);
   }
-  const hash = createDigest(expected.algorithm);
   const fh = await s.host.openForWrite(device.name);
   const directFh = await openDirect(s, device.name, log);
   let result: StreamResult;
@@ -148,7 +171,7 @@ export async function streamVerified(
   return result;
 }
 
-/** Downloads and writes one image onto `disk`, verifying the digest (the caller wipes on failure). */
+/** Wipes `disk`, then downloads and writes one image onto it, verifying the digest (the caller wipes on failure). */
 async function writeVerified(
   s: Services,
   disk: BlockDevice,
@@ -156,11 +179,12 @@ async function writeVerified(
   expected: ExpectedDigest,
   ctx: WriteContext,
   virtualSize: number | null,
+  started?: StreamDigest,
 ): Promise<StreamResult> {
-  // The disk as the kernel sees it now: a failed attempt may have changed its partitions, and
-  // wiping partitions that are gone fails (or, with --devices, is refused).
-  await eraseDiskMetadata(s.host, await diskByName(s.host, disk.name), ctx.log);
-  return streamVerified(s, disk, disk.size, info, expected, ctx, virtualSize);
+  // `disk` as the kernel sees it now (listed after any failed attempt): a failed attempt may have
+  // changed its partitions, and wiping partitions that are gone fails (or, with --devices, is refused).
+  await eraseDiskMetadata(s.host, disk, ctx.log);
+  return streamVerified(s, disk, disk.size, info, expected, ctx, virtualSize, started);
 }
 
 export async function writeImage(s: Services, req: WriteRequest, ctx: WriteContext): Promise<{ message: string; device: string }> {
@@ -170,59 +194,34 @@ export async function writeImage(s: Services, req: WriteRequest, ctx: WriteConte
     const { writePartitionImage } = await import('./partition-image.js');
     return writePartitionImage(s, req, ctx);
   }
-  const chosen = await chooseInstallDevice(s.host, s.state.node, log, {
-    waitAttempts: s.config.diskWaitAttempts,
-    waitDelaySec: s.config.diskWaitDelay,
-    signal: ctx.signal,
-  });
-  await s.host.assertMayDestroy(chosen.name);
-  const disk = await diskByName(s.host, chosen.name);
+  // The image's checksum and probe are network round trips that need no disk: they run while the
+  // install device is chosen (not for an image this boot already wrote, whose device is known).
   const cached = s.state.cachedImage;
+  const preparing = req.force || cached?.id !== info.id ? prepareImage(s, info, ctx) : null;
+  // Handled below; this keeps a failure from surfacing as unhandled while the disks are listed.
+  preparing?.catch(() => undefined);
+  let disk: BlockDevice;
+  try {
+    const chosen = await chooseInstallDevice(s.host, s.state.node, log, {
+      waitAttempts: s.config.diskWaitAttempts,
+      waitDelaySec: s.config.diskWaitDelay,
+      signal: ctx.signal,
+    });
+    await s.host.assertMayDestroy(chosen.name);
+    disk = await diskByName(s.host, chosen.name);
+  } catch (err) {
+    void preparing?.then((p) => p.warmHash.close(), () => undefined);
+    throw err;
+  }
   const alreadyThere = !req.force && cached?.id === info.id && cached.device === disk.name;
   if (!alreadyThere) {
-    const fetchOpts = downloadOptions(s, info, log, ctx.signal);
-    const expected = await expectedDigest(info, (url) => fetchText(url, fetchOpts));
-    // Nothing is touched before we know the image fits: its Content-Length (raw) or its qcow2
-    // header says how big it is (compressed raw images only tell at the end; the writer's bound
-    // catches those).
-    const { probeImage } = await import('./partition-image.js');
-    const probe = await probeImage(s, info, log, ctx.signal);
-    if (probe.virtualSize !== null && probe.virtualSize > disk.size) {
-      throw new AgentError(
-        'ImageWriteError',
-        `Writing image to device ${disk.name} failed: the image needs ${probe.virtualSize} bytes but the device has ${disk.size}; nothing was written`,
-      );
+    const { expected, probe, warmHash } = await (preparing ?? prepareImage(s, info, ctx));
+    let result: StreamResult;
+    try {
+      result = await writeFitting(s, disk, info, expected, probe, ctx, warmHash);
+    } finally {
+      warmHash.close(); // unused (a failure before the write) or already done
     }
-    log.info(
-      { device: disk.name, image: info.id, urls: probe.urls, algorithm: expected.algorithm, format: probe.format, compression: probe.compression, virtual_size: probe.virtualSize },
-      'writing image',
-    );
-    const started = Date.now();
-    let result: StreamResult | null = null;
-    // One more full attempt after a checksum mismatch: a resumed download from a mirror that
-    // changed under us is the likely cause; a second mismatch is final.
-    for (let attempt = 1; !result; attempt++) {
-      try {
-        result = await writeVerified(s, disk, { ...info, urls: probe.urls }, expected, ctx, probe.virtualSize);
-      } catch (err) {
-        // Wipe what is on the disk now: the partitions of the half-written image (the kernel only
-        // learns about them from a rescan), not the ones the disk had before.
-        const wipe = async () => {
-          await rescanPartitions(s.host, disk.name);
-          await eraseDiskMetadata(s.host, await diskByName(s.host, disk.name), log);
-        };
-        await wipe().catch((e: unknown) => log.error({ err: (e as Error).message }, 'could not wipe the disk after a failed write'));
-        const retry = err instanceof AgentError && err.type === 'ImageChecksumError' && attempt < 2;
-        log.error({ err: (err as Error).message, attempt, retry }, 'image write failed; partition tables wiped');
-        if (!retry) throw err;
-        ctx.progress.done = 0;
-      }
-    }
-    const secs = (Date.now() - started) / 1000;
-    log.info(
-      { device: disk.name, ...result, seconds: secs, mb_per_s: Math.round(result.downloaded / secs / 1e6) },
-      `image ${info.id} written to ${disk.name}`,
-    );
     ctx.progress.phase = 'finalizing';
     await finishWholeDisk(s, disk, result, log);
     if (req.cacheOnly) s.state.cachedImage = { id: info.id, device: disk.name };
@@ -242,6 +241,89 @@ export async function writeImage(s: Services, req: WriteRequest, ctx: WriteConte
   let message = `image (${info.id}) written to device ${disk.name} root_uuid=${uuids['root uuid']}`;
   if (uuids['efi system partition uuid']) message += ` efi_system_partition_uuid=${uuids['efi system partition uuid']}`;
   return { message, device: disk.name };
+}
+
+/** What is known of an image before anything is written: its digest, its probe, a started hash thread. */
+interface PreparedImage {
+  expected: ExpectedDigest;
+  probe: ImageProbe;
+  /**
+   * The hashing thread of the first attempt, started as soon as the algorithm is known: it boots
+   * (~0.1 s here) while the disk is prepared, not while the first megabytes wait for it.
+   */
+  warmHash: StreamDigest;
+}
+
+async function prepareImage(s: Services, info: ImageInfo, ctx: WriteContext): Promise<PreparedImage> {
+  const fetchOpts = downloadOptions(s, info, ctx.log, ctx.signal);
+  const expected = await expectedDigest(info, (url) => fetchText(url, fetchOpts));
+  const warmHash = createDigest(expected.algorithm);
+  try {
+    // Nothing is touched before we know the image fits: its Content-Length (raw) or its qcow2
+    // header says how big it is (compressed raw images only tell at the end; the writer's bound
+    // catches those).
+    const { probeImage } = await import('./partition-image.js');
+    return { expected, probe: await probeImage(s, info, ctx.log, ctx.signal), warmHash };
+  } catch (err) {
+    warmHash.close();
+    throw err;
+  }
+}
+
+/**
+ * Writes and verifies an image that fits `disk` (one more attempt after a checksum mismatch),
+ * wiping the disk's partition tables after every failure.
+ */
+async function writeFitting(
+  s: Services,
+  disk: BlockDevice,
+  info: ImageInfo,
+  expected: ExpectedDigest,
+  probe: ImageProbe,
+  ctx: WriteContext,
+  warmHash: StreamDigest,
+): Promise<StreamResult> {
+  const log = ctx.log;
+  if (probe.virtualSize !== null && probe.virtualSize > disk.size) {
+    throw new AgentError(
+      'ImageWriteError',
+      `Writing image to device ${disk.name} failed: the image needs ${probe.virtualSize} bytes but the device has ${disk.size}; nothing was written`,
+    );
+  }
+  log.info(
+    { device: disk.name, image: info.id, urls: probe.urls, algorithm: expected.algorithm, format: probe.format, compression: probe.compression, virtual_size: probe.virtualSize },
+    'writing image',
+  );
+  const started = Date.now();
+  let result: StreamResult | null = null;
+  // One more full attempt after a checksum mismatch: a resumed download from a mirror that
+  // changed under us is the likely cause; a second mismatch is final.
+  for (let attempt = 1; !result; attempt++) {
+    try {
+      // The first attempt wipes the disk as listed just now; a retry lists it again.
+      const first = attempt === 1;
+      const current = first ? disk : await diskByName(s.host, disk.name);
+      result = await writeVerified(s, current, { ...info, urls: probe.urls }, expected, ctx, probe.virtualSize, first ? warmHash : undefined);
+    } catch (err) {
+      // Wipe what is on the disk now: the partitions of the half-written image (the kernel only
+      // learns about them from a rescan), not the ones the disk had before.
+      const wipe = async () => {
+        await rescanPartitions(s.host, disk.name);
+        await eraseDiskMetadata(s.host, await diskByName(s.host, disk.name), log);
+      };
+      await wipe().catch((e: unknown) => log.error({ err: (e as Error).message }, 'could not wipe the disk after a failed write'));
+      const retry = err instanceof AgentError && err.type === 'ImageChecksumError' && attempt < 2;
+      log.error({ err: (err as Error).message, attempt, retry }, 'image write failed; partition tables wiped');
+      if (!retry) throw err;
+      ctx.progress.done = 0;
+    }
+  }
+  const secs = (Date.now() - started) / 1000;
+  log.info(
+    { device: disk.name, ...result, seconds: secs, mb_per_s: Math.round(result.downloaded / secs / 1e6) },
+    `image ${info.id} written to ${disk.name}`,
+  );
+  return result;
 }
 
 /** After a whole-disk write: partitions visible, backup GPT at the real end of the disk, ≥ 1 partition. */
