@@ -128,10 +128,8 @@ describe('delete_configuration', () => {
       'mdadm --stop /dev/md0',
       'mdadm --zero-superblock /dev/vda1',
       'mdadm --zero-superblock /dev/vdb1',
-      'wipefs --force --all /dev/vda1',
-      'wipefs --force --all /dev/vda',
-      'wipefs --force --all /dev/vdb1',
-      'wipefs --force --all /dev/vdb',
+      'wipefs --force --all /dev/vda1 /dev/vda',
+      'wipefs --force --all /dev/vdb1 /dev/vdb',
     ]);
     expect(host.zeroed).toEqual(['/dev/vda', '/dev/vdb']);
   });
