@@ -109,7 +109,6 @@ export async function streamVerified(
   /** A digest whose thread was started ahead (it boots while the disk is prepared); made here otherwise. */
   started?: StreamDigest,
 ): Promise<StreamResult> {
-  const { log, progress } = ctx;
   const hash = started ?? createDigest(expected.algorithm);
   try {
     return await streamAndCheck(s, device, limit, info, expected, ctx, virtualSize, hash);
