@@ -109,65 +109,52 @@ export async function streamVerified(
   /** A digest whose thread was started ahead (it boots while the disk is prepared); made here otherwise. */
   started?: StreamDigest,
 ): Promise<StreamResult> {
+  const { log, progress } = ctx;
   const hash = started ?? createDigest(expected.algorithm);
   try {
-    return await streamAndCheck(s, device, limit, info, expected, ctx, virtualSize, hash);
+    // Only the span the image covers needs to read back as zeros (all of the device when the size
+    // is unknown up front, as for compressed raw images).
+    const zeroSpan = virtualSize !== null ? Math.min(device.size, Math.ceil(virtualSize / 4096) * 4096) : device.size;
+    const preZeroed = await zeroOutIfCheap(s.host, device.name, zeroSpan, log);
+    let discard: HolePuncher | null = null;
+    if (!preZeroed && (await punchesHoles(s.host, device.name))) {
+      log.info({ device: device.name }, 'loop device: zero runs of the image will be discarded (holes punched) instead of written');
+      discard = holePuncher(s.host, device.name);
+    }
+    const fh = await s.host.openForWrite(device.name);
+    const directFh = await openDirect(s, device.name, log);
+    let result: StreamResult;
+    try {
+      const download = { ...downloadOptions(s, info, log, ctx.signal), onSize: (n: number) => (progress.total = n), onResume: () => progress.resumes++ };
+      result = await streamImageToDevice({
+        download,
+        hash,
+        progress,
+        fh,
+        directFh,
+        deviceName: device.name,
+        deviceSize: limit,
+        preZeroed,
+        discard,
+        diskFormat: info.disk_format ?? null,
+        permittedFormats: permittedFormats(s),
+        log,
+        makeSpill: fileSpill,
+      });
+    } finally {
+      // The writer closes it; this is for a failure before the writer was made.
+      await discard?.close();
+      await fh.close();
+      await directFh?.close();
+    }
+    progress.phase = 'verifying';
+    const actual = await hash.digest();
+    if (actual !== expected.value) throw checksumError(info.id, info.urls[0] ?? '', expected.value, actual);
+    return result;
   } finally {
     // After digest() the thread is gone already; this ends it after a failure.
     hash.close();
   }
-}
-
-async function streamAndCheck(
-  s: Services,
-  device: { name: string; size: number },
-  limit: number,
-  info: ImageInfo,
-  expected: ExpectedDigest,
-  ctx: WriteContext,
-  virtualSize: number | null,
-  hash: StreamDigest,
-): Promise<StreamResult> {
-  const { log, progress } = ctx;
-  // Only the span the image covers needs to read back as zeros (all of the device when the size is
-  // unknown up front, as for compressed raw images).
-  const zeroSpan = virtualSize !== null ? Math.min(device.size, Math.ceil(virtualSize / 4096) * 4096) : device.size;
-  const preZeroed = await zeroOutIfCheap(s.host, device.name, zeroSpan, log);
-  let discard: HolePuncher | null = null;
-  if (!preZeroed && (await punchesHoles(s.host, device.name))) {
-    log.info({ device: device.name }, 'loop device: zero runs of the image will be discarded (holes punched) instead of written');
-    discard = holePuncher(s.host, device.name);
-  }
-  const fh = await s.host.openForWrite(device.name);
-  const directFh = await openDirect(s, device.name, log);
-  let result: StreamResult;
-  try {
-    const download = { ...downloadOptions(s, info, log, ctx.signal), onSize: (n: number) => (progress.total = n), onResume: () => progress.resumes++ };
-    result = await streamImageToDevice({
-      download,
-      hash,
-      progress,
-      fh,
-      directFh,
-      deviceName: device.name,
-      deviceSize: limit,
-      preZeroed,
-      discard,
-      diskFormat: info.disk_format ?? null,
-      permittedFormats: permittedFormats(s),
-      log,
-      makeSpill: fileSpill,
-    });
-  } finally {
-    // The writer closes it; this is for a failure before the writer was made.
-    await discard?.close();
-    await fh.close();
-    await directFh?.close();
-  }
-  progress.phase = 'verifying';
-  const actual = await hash.digest();
-  if (actual !== expected.value) throw checksumError(info.id, info.urls[0] ?? '', expected.value, actual);
-  return result;
 }
 
 /** Wipes `disk`, then downloads and writes one image onto it, verifying the digest (the caller wipes on failure). */
@@ -180,8 +167,9 @@ async function writeVerified(
   virtualSize: number | null,
   started?: StreamDigest,
 ): Promise<StreamResult> {
-  // `disk` as the kernel sees it now (listed after any failed attempt): a failed attempt may have
-  // changed its partitions, and wiping partitions that are gone fails (or, with --devices, is refused).
+  // `disk` as the kernel sees it now (listed again after a failed attempt): a failed attempt may
+  // have changed its partitions, and wiping partitions that are gone fails (or, with --devices, is
+  // refused).
   await eraseDiskMetadata(s.host, disk, ctx.log);
   return streamVerified(s, disk, disk.size, info, expected, ctx, virtualSize, started);
 }
