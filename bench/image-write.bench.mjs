@@ -2,7 +2,8 @@
 // RAM-backed loop device, against baselines measured in the same run on the same data:
 //   ceiling  = the slowest of sha256 alone (openssl dgst), dd oflag=direct alone, curl alone
 //   pipeline = curl | tee >(sha256sum) | dd oflag=direct
-// plus the same image 90% zeros, as qcow2 and as zstd, and the agent's peak RSS in each run.
+// plus the same image 90% zeros, as qcow2 and as zstd, the raw one over HTTPS (nginx with TLS), and
+// the agent's peak RSS in each run.
 // At disk speed the 90%-zeros image is also written as qcow2, whose zero clusters are not on the wire.
 // BENCH_IMAGE_MIB (default 2048) sets the size; images are cached in BENCH_CACHE (default /var/tmp/ferrum-bench).
 // A RAM-backed target writes faster than anything can hash, so zero-skipping cannot show there; a
@@ -92,12 +93,19 @@ async function startServer(dir) {
     mkdirSync(prefix, { recursive: true });
     const conf = join(prefix, 'nginx.conf');
     const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `${t}_temp_path ${prefix};`).join(' ');
+    // HTTPS as well, as image servers often are: a throwaway certificate for 127.0.0.1, trusted by
+    // the agent through NODE_EXTRA_CA_CERTS (and by curl through --cacert).
+    const httpsPort = await freePort();
+    const cert = join(prefix, 'cert.pem');
+    const key = join(prefix, 'key.pem');
+    sh('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: ['ignore', 'ignore', 'ignore'] });
     writeFileSync(
       conf,
       `daemon off; worker_processes 1; pid ${prefix}/nginx.pid; error_log stderr crit;\n` +
         `events { worker_connections 64; }\n` +
         `http { access_log off; sendfile on; tcp_nopush on; types { } default_type application/octet-stream; ${temp}\n` +
-        `  server { listen 127.0.0.1:${port}; root ${dir}; } }\n`,
+        `  server { listen 127.0.0.1:${port}; root ${dir}; }\n` +
+        `  server { listen 127.0.0.1:${httpsPort} ssl; ssl_certificate ${cert}; ssl_certificate_key ${key}; root ${dir}; } }\n`,
     );
     const proc = spawn('nginx', ['-c', conf, '-p', prefix], { stdio: ['ignore', 'ignore', 'inherit'] });
     for (let i = 0; ; i++) {
@@ -109,7 +117,7 @@ async function startServer(dir) {
       }
     }
     const version = sh('sh', ['-c', 'nginx -v 2>&1']).trim().replace(/^nginx version: /, '');
-    return { port, name: `${version} (sendfile)`, stop: async () => {
+    return { port, httpsPort, caFile: cert, name: `${version} (sendfile)`, stop: async () => {
         proc.kill();
         await new Promise((r) => (proc.exitCode !== null ? r() : proc.once('exit', r)));
         rmSync(prefix, { recursive: true, force: true });
@@ -165,12 +173,12 @@ function inMemorySha256MBps(node) {
   return mbps(256 * 4 * MIB, secs);
 }
 
-async function ferrumWrite(node, url, digest, dev, diskFormat, cgroup = null) {
+async function ferrumWrite(node, url, digest, dev, diskFormat, cgroup = null, caFile = null) {
   const port = await freePort();
   // Node flags and malloc settings as systemd/ferrum-agent.service runs the agent in the ramdisk.
   const agent = spawn(node, ['--max-semi-space-size=1', AGENT, '--standalone', '--cmdline-file', '/dev/null', '--devices', dev, '--listen-host', '127.0.0.1', '--listen-port', String(port)], {
     stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, MALLOC_ARENA_MAX: '1' },
+    env: { ...process.env, MALLOC_ARENA_MAX: '1', ...(caFile ? { NODE_EXTRA_CA_CERTS: caFile } : {}) },
   });
   cgroup?.add(agent.pid);
   const base = `http://127.0.0.1:${port}`;
@@ -209,7 +217,7 @@ async function ferrumWrite(node, url, digest, dev, diskFormat, cgroup = null) {
  * Every image written BENCH_RUNS times (default 3), round-robin so that a slow spell of this shared
  * machine hits all formats alike; the median time counts, the peak RSS is the highest seen.
  */
-async function writeRounds(images, { node, url, target, bytes, cgroup = null }) {
+async function writeRounds(images, { node, url, target, bytes, cgroup = null, caFile = null }) {
   const runs = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
   const digests = new Map();
   for (const [, file] of images) digests.set(file, await sha256File(file));
@@ -217,7 +225,7 @@ async function writeRounds(images, { node, url, target, bytes, cgroup = null }) 
   for (let r = 0; r < runs; r++) {
     for (const [i, [, file, fmtName]] of images.entries()) {
       target.reset();
-      const { secs, peakRssMiB } = await ferrumWrite(node.path, url(file), digests.get(file), target.dev, fmtName, cgroup);
+      const { secs, peakRssMiB } = await ferrumWrite(node.path, url(file), digests.get(file), target.dev, fmtName, cgroup, caFile);
       seen[i].secs.push(secs);
       seen[i].peak = Math.max(seen[i].peak, peakRssMiB);
     }
@@ -265,6 +273,16 @@ export async function run() {
       console.log(
         `  ferrum ${r.name.padEnd(14)} ${r.rate.toFixed(0).padStart(5)} MB/s of image (median ${r.secs.toFixed(2)} s of ${r.all.map((x) => x.toFixed(2)).join(', ')})  ` +
           `${(r.rate / ceilingMBps).toFixed(2)}x ceiling  ${(r.rate / pipelineMBps).toFixed(2)}x pipeline  peak RSS ${fmt(r.peakRssMiB, 'MiB')}`,
+      );
+    }
+    if (server.httpsPort) {
+      const httpsUrl = (p) => `https://127.0.0.1:${server.httpsPort}/${p.split('/').pop()}`;
+      const tCurlTls = timed(() => sh('curl', ['-sS', '--cacert', server.caFile, '-o', '/dev/null', httpsUrl(imgs.raw)]));
+      const tlsCeiling = Math.min(mbps(bytes, tHash), mbps(bytes, tCurlTls));
+      const [tls] = await writeRounds([['raw over HTTPS', imgs.raw, 'raw']], { node, url: httpsUrl, target, bytes, caFile: server.caFile });
+      console.log(
+        `  ferrum ${tls.name.padEnd(14)} ${tls.rate.toFixed(0).padStart(5)} MB/s of image (median ${tls.secs.toFixed(2)} s of ${tls.all.map((x) => x.toFixed(2)).join(', ')})  ` +
+          `${(tls.rate / ceilingMBps).toFixed(2)}x ceiling  ${(tls.rate / tlsCeiling).toFixed(2)}x the TLS ceiling (curl over TLS ${mbps(bytes, tCurlTls).toFixed(0)} MB/s)  peak RSS ${fmt(tls.peakRssMiB, 'MiB')}`,
       );
     }
     const raw = rows[0];
