@@ -236,6 +236,9 @@ async function writeRounds(images, { node, url, target, bytes, cgroup = null, ca
   });
 }
 
+/** The start of a result line: the image, its rate and its times. */
+const rowHead = (r) => `  ferrum ${r.name.padEnd(14)} ${r.rate.toFixed(0).padStart(5)} MB/s of image (median ${r.secs.toFixed(2)} s of ${r.all.map((x) => x.toFixed(2)).join(', ')})  `;
+
 export async function run() {
   const imgs = ensureImages();
   const bytes = SIZE_MIB * MIB;
@@ -271,7 +274,7 @@ export async function run() {
     );
     for (const r of rows) {
       console.log(
-        `  ferrum ${r.name.padEnd(14)} ${r.rate.toFixed(0).padStart(5)} MB/s of image (median ${r.secs.toFixed(2)} s of ${r.all.map((x) => x.toFixed(2)).join(', ')})  ` +
+        rowHead(r) +
           `${(r.rate / ceilingMBps).toFixed(2)}x ceiling  ${(r.rate / pipelineMBps).toFixed(2)}x pipeline  peak RSS ${fmt(r.peakRssMiB, 'MiB')}`,
       );
     }
@@ -281,7 +284,7 @@ export async function run() {
       const tlsCeiling = Math.min(mbps(bytes, tHash), mbps(bytes, tCurlTls));
       const [tls] = await writeRounds([['raw over HTTPS', imgs.raw, 'raw']], { node, url: httpsUrl, target, bytes, caFile: server.caFile });
       console.log(
-        `  ferrum ${tls.name.padEnd(14)} ${tls.rate.toFixed(0).padStart(5)} MB/s of image (median ${tls.secs.toFixed(2)} s of ${tls.all.map((x) => x.toFixed(2)).join(', ')})  ` +
+        rowHead(tls) +
           `${(tls.rate / ceilingMBps).toFixed(2)}x ceiling  ${(tls.rate / tlsCeiling).toFixed(2)}x the TLS ceiling (curl over TLS ${mbps(bytes, tCurlTls).toFixed(0)} MB/s)  peak RSS ${fmt(tls.peakRssMiB, 'MiB')}`,
       );
     }
@@ -313,7 +316,7 @@ export async function run() {
       );
       for (const r of diskRows) {
         console.log(
-          `  ferrum ${r.name.padEnd(14)} ${r.rate.toFixed(0).padStart(5)} MB/s of image (median ${r.secs.toFixed(2)} s of ${r.all.map((x) => x.toFixed(2)).join(', ')})  ` +
+          rowHead(r) +
             `${(r.rate / diskCeiling).toFixed(2)}x ceiling  ${(r.rate / mbps(bytes, tPipeDisk)).toFixed(2)}x pipeline  peak RSS ${fmt(r.peakRssMiB, 'MiB')}`,
         );
       }
