@@ -10,7 +10,7 @@ import { holePuncher } from '../../src/agent/image/zero-out.js';
 import { LocalHost } from '../../src/agent/host/host.js';
 import { silentLogger } from '../../src/agent/log.js';
 import { destroyLoop, readAt } from './support.js';
-import { DeviceWriter, MAX_WRITE } from '../../src/agent/image/device-writer.js';
+import { DeviceWriter, MAX_WRITE, type DeviceZeroing } from '../../src/agent/image/device-writer.js';
 import type { ByteRange, HolePuncher, WriteOp } from '../../src/agent/image/write-ops.js';
 
 const MIB = 1024 * 1024;
@@ -221,6 +221,134 @@ describe('device writer', () => {
     expect(readAt(disk.path, 0, img.length).equals(img)).toBe(true);
     // Closed by the writer: a range handed over now is refused at once.
     expect(await puncher.discard({ offset: 0, length: MIB })).toBe(false);
+  });
+
+  describe('while the device is still being prepared', () => {
+    /** A preparation the test ends: resolve() with how the device takes zeros, or reject(). */
+    function preparation() {
+      let resolve!: (z: DeviceZeroing) => void;
+      let reject!: (e: Error) => void;
+      const promise = new Promise<DeviceZeroing>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      return { promise, resolve, reject };
+    }
+
+    /** A pool buffer of `writer` holding `bytes`, as the raw reader hands it over; counts its release. */
+    async function pooledOp(writer: DeviceWriter, offset: number, bytes: Buffer, released: Set<number>): Promise<WriteOp> {
+      const buf = await writer.pool.acquire();
+      bytes.copy(buf);
+      return { kind: 'data', offset, data: buf.subarray(0, bytes.length), pooled: true, release: () => (released.add(offset), writer.pool.release(buf)) };
+    }
+
+    it('touches nothing until then, gives zero buffers back at once, holds data, and writes it all after', async () => {
+      const stale = randomBytes(20 * MIB);
+      await writeOps([{ kind: 'data', offset: 0, data: stale }], false);
+      const a = randomBytes(MAX_WRITE);
+      const c = randomBytes(MAX_WRITE);
+      const prep = preparation();
+      const released = new Set<number>();
+      const fh = await open(disk.path, 'r+');
+      const direct = await open(disk.path, constants.O_RDWR | constants.O_DIRECT);
+      try {
+        const writer = new DeviceWriter(fh, { deviceName: disk.path, deviceSize: 64 * MIB, preZeroed: false, direct, prepared: prep.promise });
+        // Each apply() returns while the preparation is pending (a wait here would time the test out).
+        await writer.apply(await pooledOp(writer, 0, a, released));
+        await writer.apply(await pooledOp(writer, MAX_WRITE, Buffer.alloc(MAX_WRITE), released));
+        await writer.apply({ kind: 'size', virtualSize: 20 * MIB });
+        await writer.apply(await pooledOp(writer, 2 * MAX_WRITE, c, released));
+        await writer.apply({ kind: 'zero', offset: 3 * MAX_WRITE, length: 2 * MAX_WRITE });
+        expect([...released]).toEqual([MAX_WRITE]); // the zero buffer is back in the pool; the data is held
+        await new Promise((r) => setTimeout(r, 100));
+        expect(readAt(disk.path, 0, stale.length).equals(stale)).toBe(true); // nothing written yet
+        expect(writer.bytesWritten + writer.bytesSkipped).toBe(0);
+
+        prep.resolve({ preZeroed: false, discard: null });
+        await writer.finish();
+        expect(released).toEqual(new Set([0, MAX_WRITE, 2 * MAX_WRITE]));
+        expect(writer.bytesWritten).toBe(5 * MAX_WRITE); // this device does not read zeros: they are written
+      } finally {
+        await fh.close();
+        await direct.close();
+      }
+      const want = Buffer.alloc(20 * MIB);
+      a.copy(want, 0);
+      c.copy(want, 2 * MAX_WRITE);
+      expect(readAt(disk.path, 0, want.length).equals(want)).toBe(true);
+    });
+
+    it('takes the zeroing the preparation found: zero ranges of a device zeroed out are skipped', async () => {
+      await writeOps([{ kind: 'zero', offset: 0, length: 16 * MIB }], false);
+      const a = randomBytes(MAX_WRITE);
+      const prep = preparation();
+      const fh = await open(disk.path, 'r+');
+      try {
+        const writer = new DeviceWriter(fh, { deviceName: disk.path, deviceSize: 64 * MIB, preZeroed: false, direct: null, prepared: prep.promise });
+        const released = new Set<number>();
+        await writer.apply(await pooledOp(writer, 0, Buffer.alloc(MAX_WRITE), released));
+        await writer.apply(await pooledOp(writer, MAX_WRITE, a, released));
+        prep.resolve({ preZeroed: true, discard: null });
+        // An op that is not a pool buffer waits for the held ones; order is kept.
+        await writer.apply({ kind: 'data', offset: 2 * MAX_WRITE, data: Buffer.alloc(MAX_WRITE) });
+        await writer.finish();
+        expect(writer.bytesSkipped).toBe(2 * MAX_WRITE);
+        expect(writer.bytesWritten).toBe(MAX_WRITE);
+      } finally {
+        await fh.close();
+      }
+      expect(readAt(disk.path, MAX_WRITE, MAX_WRITE).equals(a)).toBe(true);
+    });
+
+    it('fails with the preparation\'s error and writes nothing when it fails', async () => {
+      const stale = randomBytes(8 * MIB);
+      await writeOps([{ kind: 'data', offset: 0, data: stale }], false);
+      const prep = preparation();
+      const fh = await open(disk.path, 'r+');
+      try {
+        const writer = new DeviceWriter(fh, { deviceName: disk.path, deviceSize: 64 * MIB, preZeroed: false, direct: null, prepared: prep.promise });
+        await writer.apply(await pooledOp(writer, 0, randomBytes(MAX_WRITE), new Set()));
+        const next = writer.apply({ kind: 'data', offset: MAX_WRITE, data: randomBytes(MAX_WRITE) });
+        prep.reject(new Error('wipefs failed'));
+        await expect(next).rejects.toThrow('wipefs failed');
+        await expect(writer.finish()).rejects.toThrow('wipefs failed');
+      } finally {
+        await fh.close();
+      }
+      expect(readAt(disk.path, 0, stale.length).equals(stale)).toBe(true);
+    });
+
+    it('when given up, waits for the preparation to end and drops what it held', async () => {
+      const stale = randomBytes(8 * MIB);
+      await writeOps([{ kind: 'data', offset: 0, data: stale }], false);
+      const prep = preparation();
+      const fh = await open(disk.path, 'r+');
+      try {
+        const writer = new DeviceWriter(fh, { deviceName: disk.path, deviceSize: 64 * MIB, preZeroed: false, direct: null, prepared: prep.promise });
+        await writer.apply(await pooledOp(writer, 0, randomBytes(MAX_WRITE), new Set()));
+        let drained = false;
+        const draining = writer.drain().then(() => (drained = true));
+        await new Promise((r) => setTimeout(r, 100));
+        expect(drained).toBe(false); // the caller (which wipes the disk next) is held until the preparation ends
+        prep.resolve({ preZeroed: false, discard: null });
+        await draining;
+      } finally {
+        await fh.close();
+      }
+      expect(readAt(disk.path, 0, stale.length).equals(stale)).toBe(true);
+    });
+
+    it('refuses an image bigger than the device as soon as it says so', async () => {
+      const prep = preparation();
+      const fh = await open(disk.path, 'r+');
+      try {
+        const writer = new DeviceWriter(fh, { deviceName: disk.path, deviceSize: 64 * MIB, preZeroed: false, direct: null, prepared: prep.promise });
+        await expect(writer.apply({ kind: 'size', virtualSize: 65 * MIB })).rejects.toThrow(/needs 68157440 bytes but the device has 67108864/);
+        prep.resolve({ preZeroed: false, discard: null });
+      } finally {
+        await fh.close();
+      }
+    });
   });
 
   it('refuses data beyond the device end before writing it', async () => {

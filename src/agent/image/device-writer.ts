@@ -62,10 +62,34 @@ export interface WriterOptions {
    * The writer closes it.
    */
   discard?: HolePuncher | null;
+  /**
+   * Set while the device is still being prepared (wiped, zeroed out): nothing touches it before
+   * this settles with how the device takes zeros, which then replaces preZeroed and discard.
+   * Meanwhile the download and its hash go on: all-zero pool buffers are kept as ranges (their
+   * memory goes back at once), other pool buffers are held until the pool runs out.
+   */
+  prepared?: Promise<DeviceZeroing>;
+}
+
+/** How a device takes the image's zero ranges (see WriterOptions). */
+export interface DeviceZeroing {
+  preZeroed: boolean;
+  discard: HolePuncher | null;
 }
 
 /** Zero runs shorter than this are written: a discard costs a subprocess. */
 export const MIN_DISCARD = 1024 * 1024;
+
+/** True when `block` (at most ZERO_BLOCK bytes) is all zeros. */
+function zeroBlock(block: Buffer): boolean {
+  return block.equals(block.length === ZERO_BLOCK ? ZEROS : ZEROS.subarray(0, block.length));
+}
+
+/** True when every byte of `data` is zero. */
+function allZero(data: Buffer): boolean {
+  for (let pos = 0; pos < data.length; pos += ZERO_BLOCK) if (!zeroBlock(data.subarray(pos, pos + ZERO_BLOCK))) return false;
+  return true;
+}
 
 /** True when `r` and [offset, offset+length) share a byte. */
 function overlaps(r: ByteRange, offset: number, length: number): boolean {
@@ -89,16 +113,66 @@ export class DeviceWriter {
   /** Zero runs handed to the hole puncher, until the writer has seen whether the device took them. */
   private readonly discards: Array<{ run: ByteRange; taken: Promise<boolean> }> = [];
   private failure: unknown = null;
+  /** Ops that arrived while the device was being prepared, in order; null once they are applied. */
+  private early: WriteOp[] | null = null;
+  /** Settles once the device is prepared and the early ops are applied. */
+  private readonly earlyApplied: Promise<void> = Promise.resolve();
+  /** The device is prepared: ops are no longer held. */
+  private ready = true;
+  /** The write was given up (drain()): held ops are dropped, not written. */
+  private abandoned = false;
 
   constructor(
     private readonly fh: FileHandle,
-    private readonly o: WriterOptions,
+    private o: WriterOptions,
   ) {
     const direct = o.direct ?? null;
     const allocate = direct ? () => allocateAligned(direct.fd, MAX_WRITE) : () => null;
     // In flight, plus one being filled and one staged: the pool bounds memory and keeps the device busy.
     this.pool = new BufferPool((o.parallelism ?? DEFAULT_PARALLELISM) + 2, allocate);
     if (direct && !this.pool.aligned) this.o = { ...o, direct: null };
+    if (o.prepared) {
+      this.ready = false;
+      this.early = [];
+      this.earlyApplied = o.prepared.then(async (zeroing) => {
+        this.o = { ...this.o, ...zeroing };
+        this.ready = true;
+        for (const op of this.early ?? []) {
+          if (this.abandoned) break;
+          await this.applyNow(op);
+        }
+        this.early = null;
+      });
+      // Surfaces through apply(), finish() or drain().
+      this.earlyApplied.catch(() => undefined);
+    }
+  }
+
+  /**
+   * Keeps `op` for when the device is prepared, if that costs no memory beyond a pool buffer:
+   * zeros become a range (their buffer goes back at once), pool data is held. False: apply() waits.
+   */
+  private heldEarly(op: WriteOp): boolean {
+    if (this.ready || !this.early) return false;
+    switch (op.kind) {
+      case 'size':
+        if (op.virtualSize > this.o.deviceSize) throw this.tooBig(op.virtualSize);
+        return true;
+      case 'zero':
+        if (op.offset + op.length > this.o.deviceSize) throw this.tooBig(op.offset + op.length);
+        this.early.push(op);
+        return true;
+      case 'data':
+        if (op.pooled !== true) return false;
+        if (op.offset + op.data.length > this.o.deviceSize) throw this.tooBig(op.offset + op.data.length);
+        if (allZero(op.data)) {
+          this.early.push({ kind: 'zero', offset: op.offset, length: op.data.length });
+          op.release?.();
+        } else {
+          this.early.push(op);
+        }
+        return true;
+    }
   }
 
   /** True when a pool buffer (or a block-aligned part of one) may be written directly at `position`. */
@@ -114,6 +188,15 @@ export class DeviceWriter {
   }
 
   async apply(op: WriteOp): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (this.early) {
+      if (this.heldEarly(op)) return;
+      await this.earlyApplied;
+    }
+    return this.applyNow(op);
+  }
+
+  private async applyNow(op: WriteOp): Promise<void> {
     if (this.failure) throw this.failure;
     if (op.kind !== 'data') await this.flushStage();
     switch (op.kind) {
@@ -262,8 +345,7 @@ export class DeviceWriter {
       // Block boundaries follow device offsets, so skipped ranges stay aligned.
       const next = Math.min(data.length, pos + ZERO_BLOCK - ((offset + pos) % ZERO_BLOCK));
       const block = data.subarray(pos, next);
-      const zero = block.length === ZERO_BLOCK ? block.equals(ZEROS) : block.equals(ZEROS.subarray(0, block.length));
-      if (zero) {
+      if (zeroBlock(block)) {
         if (runStart >= 0) {
           writes.push((await this.submit(data.subarray(runStart, pos), offset + runStart, pooled)).done);
           runStart = -1;
@@ -312,6 +394,7 @@ export class DeviceWriter {
 
   /** Waits for every write and flushes the device (the page cache, and the disk's own cache). */
   async finish(): Promise<void> {
+    await this.earlyApplied;
     await this.flushStage();
     await this.flushZero();
     await this.settleDiscards([...this.discards]);
@@ -324,6 +407,9 @@ export class DeviceWriter {
 
   /** Waits for in-flight writes and discards without throwing (cleanup after a failure). */
   async drain(): Promise<void> {
+    this.abandoned = true;
+    // The device's preparation is not left running behind the caller (which wipes the disk next).
+    await this.earlyApplied.catch(() => undefined);
     await Promise.allSettled([...this.inflight.keys(), this.o.discard?.close()]);
   }
 }

@@ -5,10 +5,10 @@ import type { FileHandle } from 'node:fs/promises';
 import { AgentError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { copied, decompressing, peek, type Compression } from './decompress.js';
-import { DeviceWriter, rawOps } from './device-writer.js';
+import { DeviceWriter, rawOps, type DeviceZeroing } from './device-writer.js';
 import { downloadImage, type DownloadOptions } from './download.js';
 import type { ImageProgress } from './progress.js';
-import type { HolePuncher, SpillArea, WriteOp } from './write-ops.js';
+import type { SpillArea, WriteOp } from './write-ops.js';
 
 export type ImageFormat = 'raw' | 'qcow2';
 
@@ -29,9 +29,11 @@ export interface StreamOptions {
   directFh?: FileHandle | null;
   deviceName: string;
   deviceSize: number;
-  preZeroed: boolean;
-  /** Discards a zero run of the image instead of writing it (see DeviceWriter); null: write zeros. */
-  discard?: HolePuncher | null;
+  /**
+   * Settles once the device is prepared (wiped; zeroed out where that is cheap), with how it takes
+   * zeros. The download starts before: nothing is written to the device until then.
+   */
+  prepared: Promise<DeviceZeroing>;
   /** disk_format from image_info (null when the conductor did not say). */
   diskFormat: string | null;
   /** Formats the conductor permits (lookup config permitted_image_formats). */
@@ -116,7 +118,11 @@ function deferredSpill(o: StreamOptions, virtualSize: () => number | null): Spil
     return area;
   };
   return {
-    write: (data) => get().write(data),
+    // The spill area lies on the device: not touched before it is prepared (wiped).
+    write: async (data) => {
+      await o.prepared;
+      return get().write(data);
+    },
     read: (pos, len) => get().read(pos, len),
     get used() {
       return area?.used ?? 0;
@@ -127,11 +133,16 @@ function deferredSpill(o: StreamOptions, virtualSize: () => number | null): Spil
 export async function streamImageToDevice(o: StreamOptions): Promise<StreamResult> {
   const tap = new HashTap(o.hash, o.progress);
   // Made first: the download is read into its pool buffers, and a zstd worker decompresses into them.
-  const writer = new DeviceWriter(o.fh, { deviceName: o.deviceName, deviceSize: o.deviceSize, preZeroed: o.preZeroed, direct: o.directFh ?? null, discard: o.discard ?? null });
+  const writer = new DeviceWriter(o.fh, { deviceName: o.deviceName, deviceSize: o.deviceSize, preZeroed: false, direct: o.directFh ?? null, prepared: o.prepared });
   // Every consumer below is done with a chunk when it asks for the next (or copies it, or takes its pool buffer).
   const source = tap.pipe(downloadImage({ ...o.download, readInto: writer.pool }));
   try {
     return await streamFrom(source, tap, writer, o);
+  } catch (err) {
+    // Whatever failed (the download, a refused format, a write), the device's preparation has
+    // ended and no write is in flight when this returns.
+    await writer.drain();
+    throw err;
   } finally {
     // On failure (a refused format, a write error) the download is closed now, not when its stall
     // watchdog fires; after success this is a no-op. Not awaited: closing may wait for a read.
@@ -191,7 +202,6 @@ async function streamFrom(source: AsyncGenerator<Buffer>, tap: HashTap, writer: 
     }
     await writer.finish();
   } catch (err) {
-    await writer.drain();
     // A qcow2 the reader refuses (backing file, encryption, corruption…) is the image's fault.
     if (err instanceof Error && err.name === 'Qcow2Error') throw invalidImage(err.message);
     throw err;

@@ -14,6 +14,7 @@ import { decodeConfigDrive, writeConfigDriveWholeDisk } from './configdrive.js';
 import { fetchText, type DownloadOptions } from './download.js';
 import { ImageProgress } from './progress.js';
 import { streamImageToDevice, type StreamResult } from './stream-image.js';
+import type { DeviceZeroing } from './device-writer.js';
 import { holePuncher, punchesHoles, zeroOutIfCheap } from './zero-out.js';
 import { bootModeOf } from './capabilities.js';
 import { FileSpillArea } from './spill-area.js';
@@ -94,6 +95,14 @@ export async function diskSignature(s: Services, device: string): Promise<string
 /** Where a qcow2 reader spills on the target device (shared with partition-image.ts). */
 export const fileSpill = (handle: FileHandle, start: number, capacity: number): SpillArea => new FileSpillArea(handle, start, capacity);
 
+/** What a write does before the stream reaches the device. */
+export interface StreamSetup {
+  /** A digest whose thread was started ahead (it boots while the disk is chosen); made here otherwise. */
+  started?: StreamDigest;
+  /** Clears the device first (a whole disk's old signatures); the download starts meanwhile. */
+  wipe?: () => Promise<void>;
+}
+
 /**
  * Streams the image onto `device` (a disk, or a partition up to `limit` bytes) and checks its
  * digest. `virtualSize`, when known up front, limits the span zeroed out before writing.
@@ -106,25 +115,23 @@ export async function streamVerified(
   expected: ExpectedDigest,
   ctx: WriteContext,
   virtualSize: number | null,
-  /** A digest whose thread was started ahead (it boots while the disk is prepared); made here otherwise. */
-  started?: StreamDigest,
+  setup: StreamSetup = {},
 ): Promise<StreamResult> {
   const { log, progress } = ctx;
-  const hash = started ?? createDigest(expected.algorithm);
+  const hash = setup.started ?? createDigest(expected.algorithm);
   try {
     // Only the span the image covers needs to read back as zeros (all of the device when the size
     // is unknown up front, as for compressed raw images).
     const zeroSpan = virtualSize !== null ? Math.min(device.size, Math.ceil(virtualSize / 4096) * 4096) : device.size;
-    const preZeroed = await zeroOutIfCheap(s.host, device.name, zeroSpan, log);
-    let discard: HolePuncher | null = null;
-    if (!preZeroed && (await punchesHoles(s.host, device.name))) {
-      log.info({ device: device.name }, 'loop device: zero runs of the image will be discarded (holes punched) instead of written');
-      discard = holePuncher(s.host, device.name);
-    }
+    // Opened before the device is prepared, so that the download and its hash start meanwhile (the
+    // writer finds its aligned buffers with the direct handle); nothing is written before then.
     const fh = await s.host.openForWrite(device.name);
-    const directFh = await openDirect(s, device.name, log);
+    let directFh: FileHandle | null = null;
+    let prepared: Promise<DeviceZeroing> | null = null;
     let result: StreamResult;
     try {
+      directFh = await openDirect(s, device.name, log);
+      prepared = prepareDevice(s, device.name, zeroSpan, setup.wipe, log);
       const download = { ...downloadOptions(s, info, log, ctx.signal), onSize: (n: number) => (progress.total = n), onResume: () => progress.resumes++ };
       result = await streamImageToDevice({
         download,
@@ -134,16 +141,17 @@ export async function streamVerified(
         directFh,
         deviceName: device.name,
         deviceSize: limit,
-        preZeroed,
-        discard,
+        prepared,
         diskFormat: info.disk_format ?? null,
         permittedFormats: permittedFormats(s),
         log,
         makeSpill: fileSpill,
       });
     } finally {
-      // The writer closes it; this is for a failure before the writer was made.
-      await discard?.close();
+      // The preparation has ended before the caller goes on (it wipes the disk after a failure).
+      // The writer closes the hole puncher; this is for a failure before the writer was made.
+      const zeroing = await prepared?.catch(() => null);
+      await zeroing?.discard?.close();
       await fh.close();
       await directFh?.close();
     }
@@ -157,7 +165,19 @@ export async function streamVerified(
   }
 }
 
-/** Wipes `disk`, then downloads and writes one image onto it, verifying the digest (the caller wipes on failure). */
+/** Wipes the device when asked, then finds how it takes zeros (zeroing it out where that is cheap). */
+async function prepareDevice(s: Services, device: string, zeroSpan: number, wipe: (() => Promise<void>) | undefined, log: Logger): Promise<DeviceZeroing> {
+  await wipe?.();
+  const preZeroed = await zeroOutIfCheap(s.host, device, zeroSpan, log);
+  let discard: HolePuncher | null = null;
+  if (!preZeroed && (await punchesHoles(s.host, device))) {
+    log.info({ device }, 'loop device: zero runs of the image will be discarded (holes punched) instead of written');
+    discard = holePuncher(s.host, device);
+  }
+  return { preZeroed, discard };
+}
+
+/** Wipes `disk` and downloads and writes one image onto it, verifying the digest (the caller wipes on failure). */
 async function writeVerified(
   s: Services,
   disk: BlockDevice,
@@ -170,8 +190,8 @@ async function writeVerified(
   // `disk` as the kernel sees it now (listed again after a failed attempt): a failed attempt may
   // have changed its partitions, and wiping partitions that are gone fails (or, with --devices, is
   // refused).
-  await eraseDiskMetadata(s.host, disk, ctx.log);
-  return streamVerified(s, disk, disk.size, info, expected, ctx, virtualSize, started);
+  const wipe = () => eraseDiskMetadata(s.host, disk, ctx.log);
+  return streamVerified(s, disk, disk.size, info, expected, ctx, virtualSize, { started, wipe });
 }
 
 export async function writeImage(s: Services, req: WriteRequest, ctx: WriteContext): Promise<{ message: string; device: string }> {
