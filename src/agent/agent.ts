@@ -5,6 +5,7 @@ import { promises as fs } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from './config.js';
 import { Executor } from './executor.js';
+import { commandStatusMessage } from './status-message.js';
 import { LocalHost, type Host, type PowerAction } from './host/host.js';
 import type { AgentLogging, Logger } from './log.js';
 import { AgentState } from './state.js';
@@ -238,6 +239,7 @@ export class Agent {
         agent_token: this.state.token,
         agent_version: IPA_COMPAT_VERSION,
         ...(this.listener.tls ? { agent_verify_ca: this.listener.tls.cert } : {}),
+        ...(this.config.heartbeatStatusMessage ? { agent_status_message: commandStatusMessage(this.executor.last()) ?? undefined } : {}),
       }),
       onTokenRejected: this.config.power === 'none' ? () => this.simulateReboot('Ironic no longer accepts our token') : undefined,
     });

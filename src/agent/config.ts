@@ -47,6 +47,7 @@ export interface Config {
   imageDownloadRetries: number;
   imageDownloadRetryInterval: number;
   imageHttpClient: 'auto' | 'undici';
+  heartbeatStatusMessage: boolean;
   bootif: string | null;
   bootMethod: string | null;
   devices: string[] | null;
@@ -114,6 +115,7 @@ export const OPTIONS: OptionSpec[] = [
   O({ key: 'imageHttpClient', name: 'image_http_client', kind: 'string', choices: ['auto', 'undici'], kernel: ['ferrum-image-http-client'], help: 'auto: plain image answers (http/https, no proxy, Content-Length) are read into reused buffers, undici for the rest; undici: every image download through undici' }),
   O({ key: 'bootif', name: 'bootif', kind: 'string', kernel: ['BOOTIF'], help: 'PXE boot interface MAC (from the bootloader)' }),
   O({ key: 'bootMethod', name: 'boot_method', kind: 'string', kernel: ['boot_method'], help: 'vmedia when booted from virtual media' }),
+  O({ key: 'heartbeatStatusMessage', name: 'heartbeat_status_message', kind: 'bool', kernel: ['ferrum-heartbeat-status-message'], help: 'heartbeats carry agent_status_message (API >= 1.72): the running command and its progress, or how the last one ended; 0: heartbeats exactly as IPA' }),
   O({ key: 'devices', name: 'devices', kind: 'list', kernel: ['ferrum-devices'], help: 'the only block devices the agent sees and may touch (e.g. /dev/loop3)' }),
   O({ key: 'interfaces', name: 'interfaces', kind: 'list', kernel: ['ferrum-interfaces'], help: 'NICs used for lookup instead of all physical ones' }),
   O({ key: 'power', name: 'power', kind: 'string', choices: ['real', 'none'], kernel: ['ferrum-power'], help: 'none: power_off/reboot are simulated and the agent starts over with lookup' }),
@@ -162,6 +164,7 @@ export const DEFAULTS: Config = {
   imageDownloadRetries: 9,
   imageDownloadRetryInterval: 10,
   imageHttpClient: 'auto',
+  heartbeatStatusMessage: true,
   bootif: null,
   bootMethod: null,
   devices: null,

@@ -106,7 +106,14 @@ export class Heartbeater {
       if (features.token) body.agent_token = full.agent_token ?? null;
       if (features.agentVersion && full.agent_version) body.agent_version = full.agent_version;
       if (features.verifyCa && full.agent_verify_ca) body.agent_verify_ca = full.agent_verify_ca;
-      await this.o.client.heartbeat(this.o.nodeUuid, body, features.version);
+      let version = features.version;
+      // Only with something to say, and only where the server knows the field: otherwise the
+      // heartbeat is IPA's, field for field and version for version.
+      if (features.statusVersion && full.agent_status_message) {
+        body.agent_status_message = full.agent_status_message;
+        version = features.statusVersion;
+      }
+      await this.o.client.heartbeat(this.o.nodeUuid, body, version);
       this.stats.accepted++;
       this.lastSuccess = attemptAt;
       // Only the forces this heartbeat answered: one requested while it was in flight (an async

@@ -7,6 +7,7 @@ import {
   API_VERSION_AGENT_VERSION,
   API_VERSION_HEADER,
   HEARTBEAT_API_VERSION_CAP,
+  API_VERSION_HEARTBEAT_STATUS,
   IronicRootDocument,
   LOOKUP_API_VERSION_CAP,
   LookupResponse,
@@ -103,13 +104,19 @@ export class IronicClient {
   }
 
   /** What a heartbeat may carry at the server's version. */
-  async heartbeatFeatures(): Promise<{ version: string; token: boolean; agentVersion: boolean; verifyCa: boolean }> {
-    const version = minApiVersion(await this.maxVersion(), HEARTBEAT_API_VERSION_CAP);
+  /**
+   * `version`: IPA's (capped at 1.68). `statusVersion`: the version to ask for instead when the
+   * heartbeat carries agent_status_message, or null where the server is older than that.
+   */
+  async heartbeatFeatures(): Promise<{ version: string; token: boolean; agentVersion: boolean; verifyCa: boolean; statusVersion: string | null }> {
+    const max = await this.maxVersion();
+    const version = minApiVersion(max, HEARTBEAT_API_VERSION_CAP);
     return {
       version,
       token: compareApiVersions(version, API_VERSION_AGENT_TOKEN) >= 0,
       agentVersion: compareApiVersions(version, API_VERSION_AGENT_VERSION) >= 0,
       verifyCa: compareApiVersions(version, API_VERSION_AGENT_VERIFY_CA) >= 0,
+      statusVersion: compareApiVersions(max, API_VERSION_HEARTBEAT_STATUS) >= 0 ? API_VERSION_HEARTBEAT_STATUS : null,
     };
   }
 

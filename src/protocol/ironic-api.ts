@@ -13,6 +13,8 @@ export const HEARTBEAT_API_VERSION_CAP = '1.68';
 export const API_VERSION_AGENT_VERSION = '1.36';
 export const API_VERSION_AGENT_TOKEN = '1.62';
 export const API_VERSION_AGENT_VERIFY_CA = '1.68';
+/** agent_status / agent_status_message in heartbeats (IPA never sends them). */
+export const API_VERSION_HEARTBEAT_STATUS = '1.72';
 
 export const API_VERSION_HEADER = 'X-OpenStack-Ironic-API-Version';
 export const REQUEST_ID_HEADER = 'X-OpenStack-Request-ID';

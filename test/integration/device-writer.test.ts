@@ -300,7 +300,11 @@ describe('device writer', () => {
       expect(readAt(disk.path, MAX_WRITE, MAX_WRITE).equals(a)).toBe(true);
     });
 
-    it('fails with the preparation\'s error and writes nothing when it fails', async () => {
+    /**
+     * Stale data on the disk, a writer holding one pool buffer while the device is prepared, and
+     * `body` run with both: afterwards the disk still holds the stale data (nothing was written).
+     */
+    async function writesNothing(body: (writer: DeviceWriter, prep: ReturnType<typeof preparation>) => Promise<void>): Promise<void> {
       const stale = randomBytes(8 * MIB);
       await writeOps([{ kind: 'data', offset: 0, data: stale }], false);
       const prep = preparation();
@@ -308,34 +312,31 @@ describe('device writer', () => {
       try {
         const writer = new DeviceWriter(fh, { deviceName: disk.path, deviceSize: 64 * MIB, preZeroed: false, direct: null, prepared: prep.promise });
         await writer.apply(await pooledOp(writer, 0, randomBytes(MAX_WRITE), new Set()));
-        const next = writer.apply({ kind: 'data', offset: MAX_WRITE, data: randomBytes(MAX_WRITE) });
-        prep.reject(new Error('wipefs failed'));
-        await expect(next).rejects.toThrow('wipefs failed');
-        await expect(writer.finish()).rejects.toThrow('wipefs failed');
+        await body(writer, prep);
       } finally {
         await fh.close();
       }
       expect(readAt(disk.path, 0, stale.length).equals(stale)).toBe(true);
+    }
+
+    it('fails with the preparation\'s error and writes nothing when it fails', async () => {
+      await writesNothing(async (writer, prep) => {
+        const next = writer.apply({ kind: 'data', offset: MAX_WRITE, data: randomBytes(MAX_WRITE) });
+        prep.reject(new Error('wipefs failed'));
+        await expect(next).rejects.toThrow('wipefs failed');
+        await expect(writer.finish()).rejects.toThrow('wipefs failed');
+      });
     });
 
     it('when given up, waits for the preparation to end and drops what it held', async () => {
-      const stale = randomBytes(8 * MIB);
-      await writeOps([{ kind: 'data', offset: 0, data: stale }], false);
-      const prep = preparation();
-      const fh = await open(disk.path, 'r+');
-      try {
-        const writer = new DeviceWriter(fh, { deviceName: disk.path, deviceSize: 64 * MIB, preZeroed: false, direct: null, prepared: prep.promise });
-        await writer.apply(await pooledOp(writer, 0, randomBytes(MAX_WRITE), new Set()));
+      await writesNothing(async (writer, prep) => {
         let drained = false;
         const draining = writer.drain().then(() => (drained = true));
         await new Promise((r) => setTimeout(r, 100));
         expect(drained).toBe(false); // the caller (which wipes the disk next) is held until the preparation ends
         prep.resolve({ preZeroed: false, discard: null });
         await draining;
-      } finally {
-        await fh.close();
-      }
-      expect(readAt(disk.path, 0, stale.length).equals(stale)).toBe(true);
+      });
     });
 
     it('refuses an image bigger than the device as soon as it says so', async () => {

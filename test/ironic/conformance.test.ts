@@ -366,6 +366,8 @@ describe('Ferrum agent driven by Ironic 21.4.4', () => {
     expect(info['agent_version']).toBe('9.4.3');
     expect(typeof info['agent_last_heartbeat']).toBe('string');
     expect(node.provision_state).toBe('clean wait');
+    // No command yet: nothing to say, so the heartbeat is IPA's (no agent_status_message at 1.72).
+    expect(info['agent_status_message']).toBeUndefined();
 
     // The certificate Ironic stored is the one the agent serves, and it verifies the agent.
     const pem = await storedCertificate(node);
@@ -508,6 +510,9 @@ describe('Ferrum agent driven by Ironic 21.4.4', () => {
     const final = await diskState(disk!.path);
     expectNoMetadata(final, 'after cleaning');
     expect(final.allZero, 'device is all zeros after erase_devices').toBe(true);
+
+    // The heartbeat forced by the last step's end told Ironic how it ended; Ironic recorded it.
+    expect((await ironic!.api.getNode(nodeUuid)).driver_internal_info['agent_status_message']).toMatch(/^execute_clean_step SUCCEEDED after \d+ s$/);
 
     // Cleaning ended with a (fake) power off: Ironic dropped the token and URL, the agent noticed
     // on its next heartbeat and "rebooted" back into lookup.

@@ -21,6 +21,12 @@ const kernel = (cmdline: string): Config => buildConfig({ cmdline: `${API} ${cmd
 const kernelProblems = (cmdline: string): string[] => problems({ cmdline: `${API} ${cmdline}` });
 
 describe('buildConfig: defaults and the kernel command line', () => {
+  it('sends the heartbeat status message unless ferrum-heartbeat-status-message turns it off', () => {
+    expect(kernel('').heartbeatStatusMessage).toBe(true);
+    expect(kernel('ferrum-heartbeat-status-message=0').heartbeatStatusMessage).toBe(false);
+    expect(kernelProblems('ferrum-heartbeat-status-message=maybe').join()).toMatch(/heartbeat-status-message.*boolean/);
+  });
+
   it('gives the IPA 9.4.3 defaults when only the API URL is set', () => {
     expect(buildConfig({ cmdline: API })).toEqual({ ...DEFAULTS, apiUrls: ['http://10.0.0.1:6385'] });
     expect(DEFAULTS).toMatchObject({

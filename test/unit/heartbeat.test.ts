@@ -99,6 +99,25 @@ describe.concurrent('Heartbeater against a local Ironic', () => {
     expect(JSON.parse(beat.body)).toEqual(body);
   });
 
+  it.for([
+    ['1.82', 'writing 1.20 of 2.00 GiB', '1.72', true],
+    ['1.72', 'writing 1.20 of 2.00 GiB', '1.72', true],
+    ['1.71', 'writing 1.20 of 2.00 GiB', '1.68', false],
+    ['1.82', undefined, '1.68', false],
+  ] as const)('server %s, status message %s: header %s, agent_status_message sent: %s', async ([server, message, header, sent], t) => {
+    const body = { callback_url: CALLBACK, agent_token: TOKEN, agent_version: '9.4.3', ...(message ? { agent_status_message: message } : {}) };
+    const r = await use(t, { version: server, body: async () => body });
+    r.hb.start();
+    await r.ironic.waitFor(() => r.beats().length === 1);
+    const beat = r.beats()[0]!;
+    expect(beat.headers['x-openstack-ironic-api-version']).toBe(header);
+    const got = JSON.parse(beat.body) as Record<string, unknown>;
+    expect(got['agent_status_message']).toBe(sent ? message : undefined);
+    // Never agent_status: its values (start, end, error) drive the anaconda deploy interface.
+    expect('agent_status' in got).toBe(false);
+    expect(got['agent_token']).toBe(TOKEN);
+  });
+
   it('sends agent_token null at >= 1.62 when it has none, and no agent_verify_ca without a certificate', async (t) => {
     const r = await use(t, { version: '1.82', body: async () => ({ callback_url: 'http://10.0.0.15:9999', agent_token: null, agent_version: '9.4.3' }) });
     r.hb.start();
