@@ -13,6 +13,8 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { plainHttpApplies, plainHttpGet, type PlainHttpOptions } from '../../src/agent/image/plain-http.js';
 import { BufferPool, POOL_BUFFER_BYTES, offeredPoolBuffers } from '../../src/agent/image/buffer-pool.js';
+import { downloadImage } from '../../src/agent/image/download.js';
+import { silentLogger } from '../../src/agent/log.js';
 
 const closers: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -197,20 +199,23 @@ describe('plainHttpGet', () => {
     const data = randomBytes(4 * POOL_BUFFER_BYTES);
     const base = await listen(http.createServer((_req, res) => res.writeHead(200, { 'content-length': data.length }).end(data)));
     pool = new BufferPool(2); // the consumer takes both
-    const a = await plainHttpGet(new URL(`${base}/`), {}, signal(), { memory: pool });
+    const waits: boolean[] = [];
+    const a = await plainHttpGet(new URL(`${base}/`), {}, signal(), { memory: pool, onWaitForMemory: (w) => waits.push(w) });
     const it = a!.body[Symbol.asyncIterator]();
     const first = (await it.next()).value as Buffer;
     const w1 = offeredPoolBuffers.get(first)!();
     const second = (await it.next()).value as Buffer;
     const w2 = offeredPoolBuffers.get(second)!();
     expect(Buffer.concat([first, second]).equals(data.subarray(0, 2 * POOL_BUFFER_BYTES))).toBe(true);
-    // No buffer left for the reader: the next chunk waits.
+    // No buffer left for the reader: the next chunk waits, and the reader says why.
     const third = it.next();
     const early = await Promise.race([third.then(() => 'chunk'), sleep(300).then(() => 'waiting')]);
     expect(early).toBe('waiting');
+    expect(waits).toEqual([true]);
     pool.release(w1);
     const c3 = (await third).value as Buffer;
     expect(c3.equals(data.subarray(2 * POOL_BUFFER_BYTES, 3 * POOL_BUFFER_BYTES))).toBe(true);
+    expect(waits.slice(0, 2)).toEqual([true, false]);
     pool.release(w2); // the reader reuses the untaken third buffer; this one is for the fourth
     const c4 = (await it.next()).value as Buffer;
     expect(c4.equals(data.subarray(3 * POOL_BUFFER_BYTES))).toBe(true);
@@ -397,6 +402,32 @@ describe('plainHttpGet', () => {
     // Two pool buffers (8 MiB) + loopback socket buffers (a few MiB each way): far below 256 MiB.
     expect(sent).toBeLessThan(48 * 1024 * 1024);
     await it.return(undefined);
+  });
+});
+
+describe('downloadImage through the plain reader', () => {
+  it('does not take a consumer that holds every pool buffer (a disk still being prepared) for a stalled server', async () => {
+    const data = randomBytes(4 * POOL_BUFFER_BYTES);
+    const base = await listen(http.createServer((_req, res) => res.writeHead(200, { 'content-length': data.length }).end(data)));
+    pool = new BufferPool(2);
+    const resumes: number[] = [];
+    const body = downloadImage({ urls: [`${base}/img`], imageId: 'img', stallTimeoutSec: 1, retries: 2, retryIntervalSec: 0, insecure: false, readInto: pool, log: silentLogger(), onResume: (at) => resumes.push(at) });
+    const it = body[Symbol.asyncIterator]();
+    const held: Buffer[] = [];
+    const got: Buffer[] = [];
+    for (let i = 0; i < 2; i++) {
+      const c = (await it.next()).value as Buffer;
+      got.push(Buffer.from(c));
+      held.push(offeredPoolBuffers.get(c)!());
+    }
+    // The reader waits for memory for 2.5 stall timeouts: no abort, no resume.
+    const third = it.next();
+    await sleep(2500);
+    for (const b of held) pool.release(b);
+    got.push(Buffer.from(((await third).value as Buffer)));
+    for (let r = await it.next(); !r.done; r = await it.next()) got.push(Buffer.from(r.value));
+    expect(resumes).toEqual([]);
+    expect(Buffer.concat(got).equals(data)).toBe(true);
   });
 });
 

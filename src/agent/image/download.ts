@@ -75,11 +75,17 @@ interface Answer {
   text(): Promise<string>;
 }
 
-async function ask(url: string, headers: Record<string, string>, signal: AbortSignal, o: DownloadOptions, d: Dispatchers, onRead: () => void): Promise<Answer> {
+/** What the plain-HTTP reader tells the stall watchdog. */
+interface ReadSignals {
+  onRead: () => void;
+  onWaitForMemory: (waiting: boolean) => void;
+}
+
+async function ask(url: string, headers: Record<string, string>, signal: AbortSignal, o: DownloadOptions, d: Dispatchers, signals: ReadSignals): Promise<Answer> {
   const target = new URL(url);
   const dispatcher = dispatcherFor(target, o, d);
   if (o.readInto && o.plainHttp !== false && dispatcher === d.direct && plainHttpApplies(target, headers)) {
-    const plain = await plainHttpGet(target, headers, signal, { memory: o.readInto, insecure: o.insecure, onRead });
+    const plain = await plainHttpGet(target, headers, signal, { memory: o.readInto, insecure: o.insecure, ...signals });
     if (plain) {
       o.log.info({ url, status: plain.statusCode, client: 'plain-http' }, 'image server answered');
       const dump = async () => plain.close();
@@ -136,11 +142,17 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
         // One coarse timer per connection, not one per chunk: chunks arrive thousands of times a second.
         let lastData = Date.now();
         const arm = () => (lastData = Date.now());
-        // The watchdog times the server, not the consumer: while the writer holds a chunk
-        // (back-pressure, a slow disk) the connection is not stalled.
+        // The watchdog times the server, not the consumer: while the writer holds a chunk, or
+        // every buffer the reader could fill (back-pressure, a slow disk, a disk still being
+        // prepared), the connection is not stalled.
         let consumerHasChunk = false;
+        let readerWaitsForMemory = false;
+        const onWaitForMemory = (waiting: boolean) => {
+          readerWaitsForMemory = waiting;
+          arm();
+        };
         const watchdog: NodeJS.Timeout = setInterval(() => {
-          if (!consumerHasChunk && Date.now() - lastData > o.stallTimeoutSec * 1000) {
+          if (!consumerHasChunk && !readerWaitsForMemory && Date.now() - lastData > o.stallTimeoutSec * 1000) {
             stalled = true;
             ac.abort(new Error('stalled'));
           }
@@ -154,7 +166,7 @@ export async function* downloadImage(o: DownloadOptions): AsyncGenerator<Buffer>
             o.log.warn({ url, offset }, 'resuming image download');
           }
           arm();
-          const res = await ask(url, headers, ac.signal, o, dispatchers, arm);
+          const res = await ask(url, headers, ac.signal, o, dispatchers, { onRead: arm, onWaitForMemory });
           let skip = 0;
           const served = res.headers['etag'] ?? res.headers['last-modified'];
           if (res.statusCode === 206 && offset > 0) {

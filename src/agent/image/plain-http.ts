@@ -211,6 +211,11 @@ export interface PlainHttpOptions {
   insecure?: boolean;
   /** Called on every read: the connection is alive even while a 4 MiB chunk is still filling. */
   onRead?: () => void;
+  /**
+   * Called with true when reading stops because no pool buffer is free (the consumer's
+   * back-pressure, not a silent server), and with false when it reads again.
+   */
+  onWaitForMemory?: (waiting: boolean) => void;
 }
 
 /**
@@ -233,6 +238,7 @@ export function plainHttpGet(url: URL, headers: Record<string, string>, signal: 
   function resumeIfRoom(): void {
     if (paused && sink.hasRoom && !socket.destroyed) {
       paused = false;
+      o.onWaitForMemory?.(false);
       socket.resume();
     }
   }
@@ -284,6 +290,7 @@ export function plainHttpGet(url: URL, headers: Record<string, string>, signal: 
       // No buffer to read into: stop reading until the consumer or the pool frees one.
       if (sink.hasRoom) return true;
       paused = true;
+      o.onWaitForMemory?.(true);
       return false;
     },
   };
