@@ -177,23 +177,6 @@ async function prepareDevice(s: Services, device: string, zeroSpan: number, wipe
   return { preZeroed, discard };
 }
 
-/** Wipes `disk` and downloads and writes one image onto it, verifying the digest (the caller wipes on failure). */
-async function writeVerified(
-  s: Services,
-  disk: BlockDevice,
-  info: ImageInfo,
-  expected: ExpectedDigest,
-  ctx: WriteContext,
-  virtualSize: number | null,
-  started?: StreamDigest,
-): Promise<StreamResult> {
-  // `disk` as the kernel sees it now (listed again after a failed attempt): a failed attempt may
-  // have changed its partitions, and wiping partitions that are gone fails (or, with --devices, is
-  // refused).
-  const wipe = () => eraseDiskMetadata(s.host, disk, ctx.log);
-  return streamVerified(s, disk, disk.size, info, expected, ctx, virtualSize, { started, wipe });
-}
-
 export async function writeImage(s: Services, req: WriteRequest, ctx: WriteContext): Promise<{ message: string; device: string }> {
   const info = req.imageInfo;
   const log = ctx.log;
@@ -307,10 +290,15 @@ async function writeFitting(
   // changed under us is the likely cause; a second mismatch is final.
   for (let attempt = 1; !result; attempt++) {
     try {
-      // The first attempt wipes the disk as listed just now; a retry lists it again.
+      // The disk is wiped as the kernel sees it now: as listed just now for the first attempt,
+      // listed again for a retry (a failed attempt may have changed its partitions, and wiping
+      // partitions that are gone fails or, with --devices, is refused).
       const first = attempt === 1;
       const current = first ? disk : await diskByName(s.host, disk.name);
-      result = await writeVerified(s, current, { ...info, urls: probe.urls }, expected, ctx, probe.virtualSize, first ? warmHash : undefined);
+      result = await streamVerified(s, current, current.size, { ...info, urls: probe.urls }, expected, ctx, probe.virtualSize, {
+        started: first ? warmHash : undefined,
+        wipe: () => eraseDiskMetadata(s.host, current, log),
+      });
     } catch (err) {
       // Wipe what is on the disk now: the partitions of the half-written image (the kernel only
       // learns about them from a rescan), not the ones the disk had before.
