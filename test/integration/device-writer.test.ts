@@ -6,6 +6,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLoopDevice, type LoopDevice } from '../helpers/loop-device.js';
+import { gate, type Gate } from '../helpers/gate.js';
 import { holePuncher } from '../../src/agent/image/zero-out.js';
 import { LocalHost } from '../../src/agent/host/host.js';
 import { silentLogger } from '../../src/agent/log.js';
@@ -225,15 +226,7 @@ describe('device writer', () => {
 
   describe('while the device is still being prepared', () => {
     /** A preparation the test ends: resolve() with how the device takes zeros, or reject(). */
-    function preparation() {
-      let resolve!: (z: DeviceZeroing) => void;
-      let reject!: (e: Error) => void;
-      const promise = new Promise<DeviceZeroing>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      return { promise, resolve, reject };
-    }
+    const preparation = () => gate<DeviceZeroing>();
 
     /** A pool buffer of `writer` holding `bytes`, as the raw reader hands it over; counts its release. */
     async function pooledOp(writer: DeviceWriter, offset: number, bytes: Buffer, released: Set<number>): Promise<WriteOp> {
@@ -304,7 +297,7 @@ describe('device writer', () => {
      * Stale data on the disk, a writer holding one pool buffer while the device is prepared, and
      * `body` run with both: afterwards the disk still holds the stale data (nothing was written).
      */
-    async function writesNothing(body: (writer: DeviceWriter, prep: ReturnType<typeof preparation>) => Promise<void>): Promise<void> {
+    async function writesNothing(body: (writer: DeviceWriter, prep: Gate<DeviceZeroing>) => Promise<void>): Promise<void> {
       const stale = randomBytes(8 * MIB);
       await writeOps([{ kind: 'data', offset: 0, data: stale }], false);
       const prep = preparation();

@@ -6,17 +6,8 @@ import { Executor, type CommandDefinition, type CommandRecord } from '../../src/
 import { silentLogger } from '../../src/agent/log.js';
 import { CommandResult } from '../../src/protocol/commands.js';
 import { schemaErrors } from '../../src/protocol/validate.js';
+import { gate } from '../helpers/gate.js';
 
-/** A promise with its resolve/reject exposed, to hold a command running until the test lets it go. */
-function gate<T = unknown>() {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
 
 const cmd = (name: string, mode: 'sync' | 'async', run: CommandDefinition['run'], params = Type.Object({}, { additionalProperties: true })): CommandDefinition => ({
   name,
