@@ -1,6 +1,6 @@
 // Loop devices backed by sparse files that the test creates and always detaches: tests never
 // touch a device they did not make.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,6 +13,17 @@ export interface LoopDevice {
   file: string;
   sizeBytes: number;
   destroy(): Promise<void>;
+  /** Detaches at once, for an exit handler where nothing can be awaited (the file stays). */
+  detachNow(): void;
+}
+
+/** True when `path` is still the loop device of `file`. */
+function backsOnto(path: string, file: string): boolean {
+  try {
+    return execFileSync('losetup', ['-n', '-O', 'BACK-FILE', path], { encoding: 'utf8' }).trim() === file;
+  } catch {
+    return false;
+  }
 }
 
 export async function createLoopDevice(sizeMiB: number): Promise<LoopDevice> {
@@ -34,6 +45,9 @@ export async function createLoopDevice(sizeMiB: number): Promise<LoopDevice> {
       const { stdout: info } = await run('losetup', ['-n', '-O', 'BACK-FILE', path]).catch(() => ({ stdout: '' }));
       if (info.trim() === file) await run('losetup', ['-d', path]).catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
+    },
+    detachNow() {
+      if (!destroyed && backsOnto(path, file)) execFileSync('losetup', ['-d', path], { stdio: 'ignore' });
     },
   };
 }

@@ -13,11 +13,12 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { freePort, startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { buildLldpFrame, startLldpSender, type LldpSender, type Tlv } from '../helpers/lldp.js';
 import { createLoopDevice, sh, type LoopDevice } from '../helpers/loop-device.js';
 import { createNetNamespace, type NetNamespace } from '../helpers/netns.js';
+import { suiteLifecycle, type Teardown } from '../helpers/suite-lifecycle.js';
 
 const LLDP_TIMEOUT = 20;
 
@@ -29,8 +30,6 @@ let sender: LldpSender | null = null;
 let startedAt = 0;
 /** tcpdump PIDs seen on both interfaces before the switch started talking. */
 let listeners: number[] = [];
-let setupError: unknown = null;
-let failed = false;
 const { frame, tlvs: SENT } = buildLldpFrame();
 
 type Iface = { name: string; mac_address: string; lldp: Tlv[] | null };
@@ -86,7 +85,7 @@ async function hardwareInfo(): Promise<{ interfaces: Iface[]; ms: number }> {
   return { interfaces: body.command_result.interfaces, ms: Date.now() - t0 };
 }
 
-/** If the test process dies without afterAll: at least end the agent, the sender and the veths. */
+/** If the test process dies without afterAll: at least end the agent and the sender, remove the veths, free the disk. */
 function emergencyCleanup(): void {
   for (const p of [agent?.proc, sender?.proc]) if (p && p.exitCode === null) p.kill('SIGKILL');
   for (const pid of tcpdumpsOn([ns?.hostIf ?? '-', quietIf || '-'])) process.kill(pid, 'SIGKILL');
@@ -97,76 +96,56 @@ function emergencyCleanup(): void {
       // gone
     }
   }
+  disk?.detachNow();
 }
 
-beforeAll(async () => {
-  try {
-    process.once('exit', emergencyCleanup);
-    if (process.getuid?.() !== 0) throw new Error('the LLDP test needs root (network namespaces, raw sockets)');
-    for (const tool of ['tcpdump', 'python3', 'ip', 'losetup']) {
-      if ((await sh('sh', ['-c', `command -v ${tool}`])).code !== 0) throw new Error(`${tool} is missing: run scripts/install-deps.sh`);
-    }
-    ns = await createNetNamespace();
-    quietIf = `fq${ns.name.slice(-6)}`;
-    await must('ip', ['link', 'add', quietIf, 'type', 'veth', 'peer', 'name', `fr${ns.name.slice(-6)}`, 'netns', ns.name]);
-    await must('ip', ['link', 'set', quietIf, 'up']);
-    await must('ip', ['-n', ns.name, 'link', 'set', `fr${ns.name.slice(-6)}`, 'up']);
-    // --devices: the agent treats this host as shared (no kernel modules loaded, nothing else touched).
-    disk = await createLoopDevice(16);
-    startedAt = Date.now();
-    agent = await startAgent({
-      port: await freePort(),
-      args: [
-        '--standalone',
-        '--power', 'none',
-        '--cmdline-file', '/dev/null',
-        '--devices', disk.path,
-        '--interfaces', `${ns.hostIf},${quietIf}`,
-        '--collect-lldp',
-        '--lldp-timeout', String(LLDP_TIMEOUT),
-        '--debug',
-      ],
-    });
-    // The switch starts talking once the agent listens (it repeats every second anyway).
-    const deadline = Date.now() + 15_000;
-    while ((listeners = tcpdumpsOn([ns.hostIf, quietIf])).length < 2) {
-      if (Date.now() > deadline) throw new Error(`the agent started ${listeners.length} of 2 tcpdump captures in 15 s:\n${await diagnostics()}`);
-      await sleep(100);
-    }
-    sender = await startLldpSender({ ifname: ns.nsIf, frame, execPrefix: ns.execPrefix, intervalSec: 1, durationSec: 90 });
-  } catch (err) {
-    setupError = err;
-    failed = true;
+async function setUp(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('the LLDP test needs root (network namespaces, raw sockets)');
+  for (const tool of ['tcpdump', 'python3', 'ip', 'losetup']) {
+    if ((await sh('sh', ['-c', `command -v ${tool}`])).code !== 0) throw new Error(`${tool} is missing: run scripts/install-deps.sh`);
   }
-});
-
-beforeEach(({ onTestFailed }) => {
-  if (setupError) throw setupError;
-  onTestFailed(() => {
-    failed = true;
+  ns = await createNetNamespace();
+  quietIf = `fq${ns.name.slice(-6)}`;
+  await must('ip', ['link', 'add', quietIf, 'type', 'veth', 'peer', 'name', `fr${ns.name.slice(-6)}`, 'netns', ns.name]);
+  await must('ip', ['link', 'set', quietIf, 'up']);
+  await must('ip', ['-n', ns.name, 'link', 'set', `fr${ns.name.slice(-6)}`, 'up']);
+  // --devices: the agent treats this host as shared (no kernel modules loaded, nothing else touched).
+  disk = await createLoopDevice(16);
+  startedAt = Date.now();
+  agent = await startAgent({
+    port: await freePort(),
+    args: [
+      '--standalone',
+      '--power', 'none',
+      '--cmdline-file', '/dev/null',
+      '--devices', disk.path,
+      '--interfaces', `${ns.hostIf},${quietIf}`,
+      '--collect-lldp',
+      '--lldp-timeout', String(LLDP_TIMEOUT),
+      '--debug',
+    ],
   });
-});
+  // The switch starts talking once the agent listens (it repeats every second anyway).
+  const deadline = Date.now() + 15_000;
+  while ((listeners = tcpdumpsOn([ns.hostIf, quietIf])).length < 2) {
+    if (Date.now() > deadline) throw new Error(`the agent started ${listeners.length} of 2 tcpdump captures in 15 s:\n${await diagnostics()}`);
+    await sleep(100);
+  }
+  sender = await startLldpSender({ ifname: ns.nsIf, frame, execPrefix: ns.execPrefix, intervalSec: 1, durationSec: 90 });
+}
 
-afterAll(async () => {
-  const problems: unknown[] = [];
-  const step = async (fn: () => Promise<unknown>) => {
-    try {
-      await fn();
-    } catch (err) {
-      problems.push(err);
-    }
-  };
+async function tearDown({ step, keep }: Teardown): Promise<void> {
   const agentDir = agent ? dirname(agent.logFile) : null;
   await step(async () => sender?.stop());
   await step(async () => agent?.stop());
   await step(async () => quietIf && (await sh('ip', ['link', 'show', quietIf])).code === 0 && must('ip', ['link', 'del', quietIf]));
   await step(async () => ns?.destroy());
   await step(async () => disk?.destroy());
-  process.removeListener('exit', emergencyCleanup);
-  if (failed || process.env['FERRUM_KEEP_TEST_STATE'] === '1') console.error(`kept for inspection: agent ${agentDir ?? '-'}`);
+  if (keep) console.error(`kept for inspection: agent ${agentDir ?? '-'}`);
   else await step(async () => agentDir && rm(agentDir, { recursive: true, force: true }));
-  if (problems.length > 0) throw new AggregateError(problems, 'cleanup failed');
-});
+}
+
+suiteLifecycle({ setUp, tearDown, emergency: emergencyCleanup });
 
 describe('passive LLDP (--collect-lldp) on real links', () => {
   test('the listener is up on both interfaces and hears the switch on one of them', async () => {

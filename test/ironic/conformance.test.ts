@@ -10,18 +10,18 @@
 // in "clean wait" with maintenance set, Ironic records heartbeats (agent_url, certificate, time)
 // but starts no clean step, and its clean-wait timeout does not run. Lifting maintenance resumes
 // cleaning on the next heartbeat.
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { AgentClient, AgentHttpError } from '../../src/conductor/agent-client.js';
 import type { CommandResult } from '../../src/protocol/index.js';
 import { freePort, startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { IronicServer, assertIronicInstalled, type IronicNode } from '../helpers/ironic.js';
 import { createLoopDevice, sh, type LoopDevice } from '../helpers/loop-device.js';
 import { createNetNamespace, type NetNamespace } from '../helpers/netns.js';
+import { suiteLifecycle, type Teardown } from '../helpers/suite-lifecycle.js';
 
 type LogLine = Record<string, unknown> & { msg?: string; level?: number };
 
@@ -37,7 +37,6 @@ let nodeUuid = '';
 let agentPort = 0;
 let callbackUrl = '';
 let firstToken = '';
-let failed = false;
 
 // ---------------------------------------------------------------------------------------- helpers
 
@@ -247,31 +246,10 @@ function conductorSteps(log: string, uuid: string): { executed: string[]; succee
 /** If the test process exits without afterAll (crash, runner killed): at least free the disk and the agent. */
 function emergencyCleanup(): void {
   if (agent && agent.proc.exitCode === null) agent.proc.kill('SIGKILL');
-  if (disk) {
-    try {
-      const back = execFileSync('losetup', ['-n', '-O', 'BACK-FILE', disk.path], { encoding: 'utf8' }).trim();
-      if (back === disk.file) execFileSync('losetup', ['-d', disk.path]);
-    } catch {
-      // already detached
-    }
-  }
+  disk?.detachNow();
 }
 
-// A setup failure (e.g. Ironic not installed) fails every test with its message instead of
-// letting the runner report them as skipped.
-let setupError: unknown = null;
-
-beforeAll(async () => {
-  try {
-    await setUp();
-  } catch (err) {
-    failed = true;
-    setupError = err;
-  }
-});
-
 async function setUp(): Promise<void> {
-  process.once('exit', emergencyCleanup);
   // Fail (never skip) when the machine is not prepared.
   if (process.getuid?.() !== 0) throw new Error('the Ironic conformance tests need root (network namespaces, loop devices)');
   await assertIronicInstalled();
@@ -310,36 +288,21 @@ async function setUp(): Promise<void> {
   });
 }
 
-beforeEach(({ onTestFailed }) => {
-  if (setupError) throw setupError;
-  onTestFailed(() => {
-    failed = true;
-  });
-});
-
-afterAll(async () => {
-  const problems: unknown[] = [];
-  const step = async (fn: () => Promise<unknown>) => {
-    try {
-      await fn();
-    } catch (err) {
-      problems.push(err);
-    }
-  };
+async function tearDown({ step, keep }: Teardown): Promise<void> {
   const agentDir = agent ? dirname(agent.logFile) : null;
   await step(async () => agent?.stop());
   await step(async () => ironic?.stop());
   await step(async () => disk?.destroy());
   await step(async () => ns?.destroy());
-  process.removeListener('exit', emergencyCleanup);
-  if (failed || process.env['FERRUM_KEEP_TEST_STATE'] === '1') {
+  if (keep) {
     console.error(`kept for inspection: agent ${agentDir ?? '-'}, Ironic ${ironic?.stateDir ?? '-'}`);
   } else {
     await step(async () => agentDir && rm(agentDir, { recursive: true, force: true }));
     await step(async () => ironic?.removeStateDir());
   }
-  if (problems.length > 0) throw new AggregateError(problems, 'cleanup failed');
-});
+}
+
+suiteLifecycle({ setUp, tearDown, emergency: emergencyCleanup });
 
 // ---------------------------------------------------------------------------------------- tests
 

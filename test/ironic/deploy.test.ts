@@ -17,17 +17,17 @@
 // agent: (c) runs an agent with --ignore-bootloader-failure and checks the failure was logged and
 // explained. Whole-disk images in UEFI mode get install_bootloader with root uuid 0x00000000, for
 // which the agent skips GRUB (as IPA): (a) and (b) run without the flag.
-import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { freePort, startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { IronicServer, assertIronicInstalled, type IronicNode } from '../helpers/ironic.js';
 import { createLoopDevice, sh, type LoopDevice } from '../helpers/loop-device.js';
 import { createNetNamespace, type NetNamespace } from '../helpers/netns.js';
+import { suiteLifecycle, type Teardown } from '../helpers/suite-lifecycle.js';
 import { startImageServer, type ImageServer } from '../helpers/image-server.js';
 import {
   MiB,
@@ -59,7 +59,6 @@ let agent: AgentProcess | null = null;
 let images: ImageServer | null = null;
 let workDir = '';
 let nodeUuid = '';
-let failed = false;
 const keptAgentDirs: string[] = [];
 
 let imageA: WholeDiskImage;
@@ -231,31 +230,13 @@ async function expectWholeDisk(img: WholeDiskImage, node: IronicNode, logMark: n
 
 // ------------------------------------------------------------------------------------ lifecycle
 
+/** If the test process exits without afterAll (crash, runner killed): at least free the disk and the agent. */
 function emergencyCleanup(): void {
   if (agent && agent.proc.exitCode === null) agent.proc.kill('SIGKILL');
-  if (disk) {
-    try {
-      const back = execFileSync('losetup', ['-n', '-O', 'BACK-FILE', disk.path], { encoding: 'utf8' }).trim();
-      if (back === disk.file) execFileSync('losetup', ['-d', disk.path]);
-    } catch {
-      // already detached
-    }
-  }
+  disk?.detachNow();
 }
 
-let setupError: unknown = null;
-
-beforeAll(async () => {
-  try {
-    await setUp();
-  } catch (err) {
-    failed = true;
-    setupError = err;
-  }
-});
-
 async function setUp(): Promise<void> {
-  process.once('exit', emergencyCleanup);
   if (process.getuid?.() !== 0) throw new Error('the Ironic deploy tests need root (network namespaces, loop devices)');
   await assertIronicInstalled();
   for (const tool of ['sgdisk', 'sfdisk', 'partprobe', 'blkid', 'mke2fs', 'debugfs', 'qemu-img', 'genisoimage', 'isoinfo', 'losetup', 'ip']) {
@@ -295,22 +276,7 @@ async function setUp(): Promise<void> {
   await waitForState('available');
 }
 
-beforeEach(({ onTestFailed }) => {
-  if (setupError) throw setupError;
-  onTestFailed(() => {
-    failed = true;
-  });
-});
-
-afterAll(async () => {
-  const problems: unknown[] = [];
-  const step = async (fn: () => Promise<unknown>) => {
-    try {
-      await fn();
-    } catch (err) {
-      problems.push(err);
-    }
-  };
+async function tearDown({ step, keep }: Teardown): Promise<void> {
   if (agent) keptAgentDirs.push(dirname(agent.logFile));
   await step(async () => agent?.stop());
   await step(async () => ironic?.stop());
@@ -320,16 +286,16 @@ afterAll(async () => {
   });
   await step(async () => disk?.destroy());
   await step(async () => ns?.destroy());
-  process.removeListener('exit', emergencyCleanup);
-  if (failed || process.env['FERRUM_KEEP_TEST_STATE'] === '1') {
+  if (keep) {
     console.error(`kept for inspection: agent ${keptAgentDirs.join(', ') || '-'}, Ironic ${ironic?.stateDir ?? '-'}, images ${workDir}`);
   } else {
     for (const d of keptAgentDirs) await step(async () => rm(d, { recursive: true, force: true }));
     await step(async () => ironic?.removeStateDir());
     await step(async () => workDir && rm(workDir, { recursive: true, force: true }));
   }
-  if (problems.length > 0) throw new AggregateError(problems, 'cleanup failed');
-});
+}
+
+suiteLifecycle({ setUp, tearDown, emergency: emergencyCleanup });
 
 // ---------------------------------------------------------------------------------------- tests
 

@@ -18,19 +18,19 @@
 //   host namespace                               namespace ferrum-<id>
 //   agent: <hostIf> 10.A.B.1, MAC = BOOTIF <---> <nsIf> 10.A.B.2: ironic-api :6385, conductor,
 //          (+ stub BMC 198.51.100.x)                ironic-inspector :5050, LLDP sender
-import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import type { Inventory } from '../../src/protocol/inventory.js';
 import { freePort, startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { IronicServer, assertInspectorInstalled, assertIronicInstalled, type IronicNode } from '../helpers/ironic.js';
 import { DEFAULT_SWITCH, buildLldpFrame, startLldpSender, type LldpSender } from '../helpers/lldp.js';
 import { createLoopDevice, sh, type LoopDevice } from '../helpers/loop-device.js';
 import { createNetNamespace, type NetNamespace } from '../helpers/netns.js';
+import { suiteLifecycle, type Teardown } from '../helpers/suite-lifecycle.js';
 
 type LogLine = Record<string, unknown> & { msg?: string };
 
@@ -50,8 +50,6 @@ let agent: AgentProcess | null = null;
 let sender: LldpSender | null = null;
 let bmcDir = '';
 let nodeUuid = '';
-let failed = false;
-let setupError: unknown = null;
 /** What the agent posted to /v1/continue, as the inspector kept it (everything but `logs`). */
 let posted: Record<string, unknown> | null = null;
 
@@ -134,27 +132,10 @@ function emergencyCleanup(): void {
   for (const p of [agent?.proc, sender?.proc]) if (p && p.exitCode === null) p.kill('SIGKILL');
   // The overlay and its tmpfs lived in the agent's own mount namespace: only the empty dirs are left.
   if (bmcDir) rmSync(bmcDir, { recursive: true, force: true });
-  if (disk) {
-    try {
-      const back = execFileSync('losetup', ['-n', '-O', 'BACK-FILE', disk.path], { encoding: 'utf8' }).trim();
-      if (back === disk.file) execFileSync('losetup', ['-d', disk.path]);
-    } catch {
-      // already detached
-    }
-  }
+  disk?.detachNow();
 }
 
-beforeAll(async () => {
-  try {
-    await setUp();
-  } catch (err) {
-    failed = true;
-    setupError = err;
-  }
-});
-
 async function setUp(): Promise<void> {
-  process.once('exit', emergencyCleanup);
   if (process.getuid?.() !== 0) throw new Error('the inspection test needs root (network namespaces, loop devices, mount namespaces)');
   await assertIronicInstalled();
   await assertInspectorInstalled();
@@ -182,38 +163,23 @@ async function setUp(): Promise<void> {
   await chmod(join(bmcDir, 'bin', 'ipmitool'), 0o755);
 }
 
-beforeEach(({ onTestFailed }) => {
-  if (setupError) throw setupError;
-  onTestFailed(() => {
-    failed = true;
-  });
-});
-
-afterAll(async () => {
-  const problems: unknown[] = [];
-  const step = async (fn: () => Promise<unknown>) => {
-    try {
-      await fn();
-    } catch (err) {
-      problems.push(err);
-    }
-  };
+async function tearDown({ step, keep }: Teardown): Promise<void> {
   const agentDir = agent ? dirname(agent.logFile) : null;
   await step(async () => sender?.stop());
   await step(async () => agent?.stop());
   await step(async () => ironic?.stop());
   await step(async () => disk?.destroy());
   await step(async () => ns?.destroy());
-  process.removeListener('exit', emergencyCleanup);
-  if (failed || process.env['FERRUM_KEEP_TEST_STATE'] === '1') {
+  if (keep) {
     console.error(`kept for inspection: agent ${agentDir ?? '-'}, Ironic + inspector ${ironic?.stateDir ?? '-'}`);
   } else {
     await step(async () => agentDir && rm(agentDir, { recursive: true, force: true }));
     await step(async () => ironic?.removeStateDir());
   }
   await step(async () => bmcDir && rm(bmcDir, { recursive: true, force: true }));
-  if (problems.length > 0) throw new AggregateError(problems, 'cleanup failed');
-});
+}
+
+suiteLifecycle({ setUp, tearDown, emergency: emergencyCleanup });
 
 // ---------------------------------------------------------------------------------------- tests
 
