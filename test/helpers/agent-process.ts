@@ -8,13 +8,26 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 export const AGENT_MAIN = resolve(import.meta.dirname, '../../dist/agent/main.js');
 
+/** A parsed pino line of the agent's log. */
+export type LogLine = Record<string, unknown> & { msg?: string; level?: number };
+
+export interface WaitForLogOptions {
+  timeoutMs: number;
+  /** Index of the first line looked at (lines before it were logged earlier). */
+  from?: number;
+  /** What a failure message ends with (default: the log's last 40 lines). */
+  diagnostics?: () => Promise<string>;
+}
+
 export interface AgentProcess {
   url: string;
   proc: ChildProcess;
   logFile: string;
   log(): Promise<string>;
   /** Parsed pino lines logged so far. */
-  logLines(): Promise<Array<Record<string, unknown>>>;
+  logLines(): Promise<LogLine[]>;
+  /** The first line that matches; fails when the agent exits first or after timeoutMs. */
+  waitForLog(what: string, match: (l: LogLine) => boolean, o: WaitForLogOptions): Promise<LogLine>;
   stop(): Promise<number | null>;
 }
 
@@ -52,7 +65,18 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentProcess> {
       return (await readFile(logFile, 'utf8'))
         .split('\n')
         .filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
+        .map((l) => JSON.parse(l) as LogLine);
+    },
+    async waitForLog(what, match, { timeoutMs, from = 0, diagnostics }) {
+      const tail = diagnostics ?? (async () => `--- agent log (last lines)\n${(await agent.log().catch(() => '')).split('\n').slice(-40).join('\n')}`);
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const hit = (await agent.logLines()).slice(from).find(match);
+        if (hit) return hit;
+        if (proc.exitCode !== null) throw new Error(`agent exited (${proc.exitCode}) while waiting for: ${what}\n${await tail()}`);
+        if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for agent log: ${what}\n${await tail()}`);
+        await sleep(100);
+      }
     },
     async stop() {
       if (proc.exitCode !== null) return proc.exitCode;

@@ -19,7 +19,7 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentClient, AgentCommandError } from '../../src/conductor/agent-client.js';
 import type { CommandError, CommandResult, ImageInfo } from '../../src/protocol/index.js';
-import { freePort, startAgent, type AgentProcess } from '../helpers/agent-process.js';
+import { freePort, startAgent, type AgentProcess, type LogLine } from '../helpers/agent-process.js';
 import { createLoopDevice, sh, type LoopDevice } from '../helpers/loop-device.js';
 import { startImageServer, type ImageServer } from '../helpers/image-server.js';
 import { MiB, mbrSector, md5, must, patternImage, sha256, wholeDiskImage, type WholeDiskImage } from '../helpers/disk-images.js';
@@ -31,7 +31,6 @@ const DISK_MIB = 512;
 const NODE_UUID = 'c0ffee00-1111-4222-8333-444455556666';
 const CMD_TIMEOUT_MS = 240_000;
 
-type LogLine = Record<string, unknown> & { msg?: string };
 
 let disk: LoopDevice | undefined;
 let agent: AgentProcess | undefined;
@@ -57,7 +56,7 @@ function info(over: Partial<ImageInfo> & { urls: string[] }): ImageInfo {
 const withSha = (img: Buffer) => ({ os_hash_algo: 'sha256', os_hash_value: sha256(img) });
 
 async function logLines(): Promise<LogLine[]> {
-  return (await agent!.logLines()) as LogLine[];
+  return agent!.logLines();
 }
 
 async function agentLogTail(n = 30): Promise<string> {

@@ -14,7 +14,7 @@ import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, test } from 'vitest';
-import { freePort, startAgent, type AgentProcess } from '../helpers/agent-process.js';
+import { freePort, startAgent, type AgentProcess, type LogLine } from '../helpers/agent-process.js';
 import { buildLldpFrame, startLldpSender, type LldpSender, type Tlv } from '../helpers/lldp.js';
 import { createLoopDevice, sh, type LoopDevice } from '../helpers/loop-device.js';
 import { createNetNamespace, type NetNamespace } from '../helpers/netns.js';
@@ -33,7 +33,6 @@ let listeners: number[] = [];
 const { frame, tlvs: SENT } = buildLldpFrame();
 
 type Iface = { name: string; mac_address: string; lldp: Tlv[] | null };
-type LogLine = Record<string, unknown> & { msg?: string };
 
 async function must(cmd: string, args: string[]): Promise<string> {
   const res = await sh(cmd, args);
@@ -60,15 +59,8 @@ async function diagnostics(): Promise<string> {
   return `--- agent log (last lines)\n${(await agent?.log().catch(() => ''))?.split('\n').slice(-30).join('\n') ?? ''}`;
 }
 
-async function waitForAgentLog(what: string, match: (l: LogLine) => boolean, timeoutMs: number): Promise<LogLine> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const hit = ((await agent!.logLines()) as LogLine[]).find(match);
-    if (hit) return hit;
-    if (agent!.proc.exitCode !== null) throw new Error(`agent exited (${agent!.proc.exitCode}) while waiting for: ${what}\n${await diagnostics()}`);
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for agent log: ${what}\n${await diagnostics()}`);
-    await sleep(100);
-  }
+function waitForAgentLog(what: string, match: (l: LogLine) => boolean, timeoutMs: number): Promise<LogLine> {
+  return agent!.waitForLog(what, match, { timeoutMs, diagnostics });
 }
 
 async function hardwareInfo(): Promise<{ interfaces: Iface[]; ms: number }> {

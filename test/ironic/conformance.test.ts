@@ -17,13 +17,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, test } from 'vitest';
 import { AgentClient, AgentHttpError } from '../../src/conductor/agent-client.js';
 import type { CommandResult } from '../../src/protocol/index.js';
-import { freePort, startAgent, type AgentProcess } from '../helpers/agent-process.js';
+import { freePort, startAgent, type AgentProcess, type LogLine } from '../helpers/agent-process.js';
 import { IronicServer, assertIronicInstalled, type IronicNode } from '../helpers/ironic.js';
 import { createLoopDevice, sh, type LoopDevice } from '../helpers/loop-device.js';
 import { createNetNamespace, type NetNamespace } from '../helpers/netns.js';
 import { suiteLifecycle, type Teardown } from '../helpers/suite-lifecycle.js';
 
-type LogLine = Record<string, unknown> & { msg?: string; level?: number };
 
 const DISK_MIB = 64;
 const HEARTBEAT_TIMEOUT = 10; // [api]ramdisk_heartbeat_timeout: the agent heartbeats every 3-6 s
@@ -41,7 +40,7 @@ let firstToken = '';
 // ---------------------------------------------------------------------------------------- helpers
 
 async function agentLog(): Promise<LogLine[]> {
-  return agent ? ((await agent.logLines()) as LogLine[]) : [];
+  return agent ? await agent.logLines() : [];
 }
 
 async function diagnostics(): Promise<string> {
@@ -54,15 +53,8 @@ async function diagnostics(): Promise<string> {
 }
 
 /** Waits for an agent log line (from index `from` on) that matches. */
-async function waitForAgentLog(what: string, match: (l: LogLine) => boolean, timeoutMs: number, from = 0): Promise<LogLine> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const hit = (await agentLog()).slice(from).find(match);
-    if (hit) return hit;
-    if (agent?.proc.exitCode !== null) throw new Error(`agent exited (${agent?.proc.exitCode}) while waiting for: ${what}\n${await diagnostics()}`);
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for agent log: ${what}\n${await diagnostics()}`);
-    await sleep(200);
-  }
+function waitForAgentLog(what: string, match: (l: LogLine) => boolean, timeoutMs: number, from = 0): Promise<LogLine> {
+  return agent!.waitForLog(what, match, { timeoutMs, from, diagnostics });
 }
 
 async function waitForNode(what: string, check: (n: IronicNode) => boolean, timeoutMs: number): Promise<IronicNode> {

@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, test } from 'vitest';
-import { freePort, startAgent, type AgentProcess } from '../helpers/agent-process.js';
+import { freePort, startAgent, type AgentProcess, type LogLine } from '../helpers/agent-process.js';
 import { IronicServer, assertIronicInstalled, type IronicNode } from '../helpers/ironic.js';
 import { createLoopDevice, sh, type LoopDevice } from '../helpers/loop-device.js';
 import { createNetNamespace, type NetNamespace } from '../helpers/netns.js';
@@ -44,7 +44,6 @@ import {
   type WholeDiskImage,
 } from '../helpers/disk-images.js';
 
-type LogLine = Record<string, unknown> & { msg?: string };
 
 const DISK_MIB = 4608; // 4.5 GiB, sparse
 const HEARTBEAT_TIMEOUT = 10;
@@ -70,7 +69,7 @@ let cdC: ConfigDrive;
 // ---------------------------------------------------------------------------------------- helpers
 
 async function agentLog(): Promise<LogLine[]> {
-  return agent ? ((await agent.logLines()) as LogLine[]) : [];
+  return agent ? await agent.logLines() : [];
 }
 
 async function diagnostics(): Promise<string> {

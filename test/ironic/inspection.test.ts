@@ -25,14 +25,13 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, test } from 'vitest';
 import type { Inventory } from '../../src/protocol/inventory.js';
-import { freePort, startAgent, type AgentProcess } from '../helpers/agent-process.js';
+import { freePort, startAgent, type AgentProcess, type LogLine } from '../helpers/agent-process.js';
 import { IronicServer, assertInspectorInstalled, assertIronicInstalled, type IronicNode } from '../helpers/ironic.js';
 import { DEFAULT_SWITCH, buildLldpFrame, startLldpSender, type LldpSender } from '../helpers/lldp.js';
 import { createLoopDevice, sh, type LoopDevice } from '../helpers/loop-device.js';
 import { createNetNamespace, type NetNamespace } from '../helpers/netns.js';
 import { suiteLifecycle, type Teardown } from '../helpers/suite-lifecycle.js';
 
-type LogLine = Record<string, unknown> & { msg?: string };
 
 const DISK_MIB = 8 * 1024; // sparse: local_gb must come out as 8 - 1
 const STATE_TIMEOUT_MS = 120_000;
@@ -56,7 +55,7 @@ let posted: Record<string, unknown> | null = null;
 // ---------------------------------------------------------------------------------------- helpers
 
 async function agentLog(): Promise<LogLine[]> {
-  return agent ? ((await agent.logLines()) as LogLine[]) : [];
+  return agent ? await agent.logLines() : [];
 }
 
 async function diagnostics(): Promise<string> {
@@ -68,15 +67,9 @@ async function diagnostics(): Promise<string> {
   ].join('\n');
 }
 
-async function waitForAgentLog(what: string, match: (l: LogLine) => boolean, timeoutMs: number, from = 0): Promise<LogLine> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const hit = (await agentLog()).slice(from).find(match);
-    if (hit) return hit;
-    if (agent?.proc.exitCode !== null) throw new Error(`agent exited (${agent?.proc.exitCode}) while waiting for: ${what}\n${await diagnostics()}`);
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for agent log: ${what}\n${await diagnostics()}`);
-    await sleep(200);
-  }
+/** Waits for an agent log line (from index `from` on) that matches. */
+function waitForAgentLog(what: string, match: (l: LogLine) => boolean, timeoutMs: number, from = 0): Promise<LogLine> {
+  return agent!.waitForLog(what, match, { timeoutMs, from, diagnostics });
 }
 
 function waitForState(state: string): Promise<IronicNode> {
