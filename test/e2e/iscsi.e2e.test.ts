@@ -17,7 +17,7 @@
 //  - image.install_bootloader tears the target down first (as IPA 7.x), so the portal is gone.
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { closeSync, existsSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { AgentHttpError } from '../../src/conductor/agent-client.js';

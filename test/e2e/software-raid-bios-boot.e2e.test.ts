@@ -15,7 +15,7 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { readAt } from '../integration/support.js';
+import { readAt } from '../helpers/device-read.js';
 import { MD_MAGIC, mdSuperblock, mdSuperblockOffset, partitionTable } from './support/md-members.js';
 import { biosWholeDiskImage, type WholeDiskImage } from './support/partition-image.js';
 import { bootFromRaid, deployOntoSoftwareRaid } from './support/software-raid-deploy.js';

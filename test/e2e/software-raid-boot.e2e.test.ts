@@ -12,7 +12,6 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { readAt } from '../integration/support.js';
 import { MD_MAGIC, mdSuperblock, mdSuperblockOffset, partitionTable } from './support/md-members.js';
 import { wholeDiskImage, type WholeDiskImage } from './support/partition-image.js';
 import { bootFromRaid, deployOntoSoftwareRaid } from './support/software-raid-deploy.js';

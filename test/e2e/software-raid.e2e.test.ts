@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { readAt } from '../integration/support.js';
+import { readAt } from '../helpers/device-read.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { ImageInfo } from '../../src/protocol/image-info.js';

@@ -13,6 +13,7 @@ import { gzipSync } from 'node:zlib';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { createLoopDevice, sh, type LoopDevice } from '../helpers/loop-device.js';
+import { blkidTags } from '../helpers/device-read.js';
 import { freePort, startAgent, type AgentProcess } from '../helpers/agent-process.js';
 import { AgentClient, AgentCommandError } from '../../src/conductor/agent-client.js';
 import type { ImageInfo } from '../../src/protocol/index.js';
@@ -179,17 +180,6 @@ async function partedFlags(dev: string): Promise<Map<number, string[]>> {
   return flags;
 }
 
-/** blkid's low-level probe of one device (exactly what is on it, no cache). */
-async function probe(dev: string): Promise<Record<string, string>> {
-  const res = await sh('blkid', ['-p', '-o', 'export', dev]);
-  const tags: Record<string, string> = {};
-  for (const line of res.stdout.split('\n')) {
-    const i = line.indexOf('=');
-    if (i > 0) tags[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return tags;
-}
-
 async function debugfsCat(dev: string, path: string): Promise<string> {
   return run('debugfs', ['-R', `cat ${path}`, dev]);
 }
@@ -302,7 +292,7 @@ describe('partition images (standby.prepare_image, image_type "partition")', () 
     expect((await partedFlags(disk!.path)).get(4)).toContain('boot');
     expect(partitionNodes(disk!)).toEqual([1, 2, 3, 4].map((n) => `${posix.basename(disk!.path)}p${n}`));
 
-    const [eph, swap, cd, root] = await Promise.all([1, 2, 3, 4].map((n) => probe(part(disk!, n))));
+    const [eph, swap, cd, root] = await Promise.all([1, 2, 3, 4].map((n) => blkidTags(part(disk!, n))));
     expect(eph).toMatchObject({ TYPE: 'ext4', LABEL: 'ephemeral0' });
     expect(swap).toMatchObject({ TYPE: 'swap', LABEL: 'swap1' });
     expect(cd).toMatchObject({ TYPE: 'iso9660', LABEL: 'config-2' });
@@ -345,7 +335,7 @@ describe('partition images (standby.prepare_image, image_type "partition")', () 
     const keep = join(dir, 'keep.txt');
     await writeFile(keep, 'tenant data that must survive a rebuild\n');
     await run('debugfs', ['-w', '-R', `write ${keep} /keep.txt`, part(disk!, 1)]);
-    const ephBefore = await probe(part(disk!, 1));
+    const ephBefore = await blkidTags(part(disk!, 1));
     const tableBefore = await sfdisk(disk!.path);
     const commandsBefore = (await commandsRun(agent!)).length;
 
@@ -362,11 +352,11 @@ describe('partition images (standby.prepare_image, image_type "partition")', () 
     expect(res?.result).toBe(`prepare_image: image (part-img-b) written to device ${disk!.path} root_uuid=${imageB.uuid}`);
 
     expect(await sfdisk(disk!.path)).toEqual(tableBefore);
-    expect(await probe(part(disk!, 1))).toEqual(ephBefore);
+    expect(await blkidTags(part(disk!, 1))).toEqual(ephBefore);
     expect(await debugfsCat(part(disk!, 1), '/keep.txt')).toBe('tenant data that must survive a rebuild\n');
     expect(await debugfsCat(part(disk!, 4), '/marker')).toBe(imageB.marker);
     expect(await isoInfo(part(disk!, 3), '/openstack/latest/meta_data.json')).toEqual({ volumeId: 'config-2', content: cdB.metaData });
-    expect(await probe(part(disk!, 2))).toMatchObject({ TYPE: 'swap', LABEL: 'swap1' });
+    expect(await blkidTags(part(disk!, 2))).toMatchObject({ TYPE: 'swap', LABEL: 'swap1' });
     expect((await client!.getPartitionUuids())['root uuid']).toBe(imageB.uuid);
     // No new table, no wipe, no mkfs of the ephemeral partition in this deploy; swap is redone.
     const cmds = (await commandsRun(agent!)).slice(commandsBefore);
@@ -410,7 +400,7 @@ describe('partition images (standby.prepare_image, image_type "partition")', () 
     expect((await partedFlags(disk!.path)).get(1)).toEqual(['boot', 'esp']);
 
     // The ESP: FAT labelled efi-part, readable with mtools (this kernel cannot mount vfat).
-    const esp = await probe(part(disk!, 1));
+    const esp = await blkidTags(part(disk!, 1));
     expect(esp).toMatchObject({ TYPE: 'vfat', LABEL: 'efi-part' });
     const file = await run('file', ['-s', part(disk!, 1)]);
     expect(file).toMatch(/OEM-ID "mkfs.fat"/);
@@ -423,7 +413,7 @@ describe('partition images (standby.prepare_image, image_type "partition")', () 
     expect(await debugfsCat(part(disk!, 3), '/marker')).toBe(imageA.marker);
     expect(readAt(part(disk!, 3), 0, imageA.raw.length).equals(imageA.raw)).toBe(true);
     expect(readAt(part(disk!, 2), 0, cdA.iso.length).equals(cdA.iso)).toBe(true);
-    expect((await probe(part(disk!, 2))).LABEL).toBe('config-2');
+    expect((await blkidTags(part(disk!, 2))).LABEL).toBe('config-2');
 
     const espUuid = (await run('blkid', ['-p', '-s', 'UUID', '-o', 'value', part(disk!, 1)])).trim();
     expect(espUuid).toMatch(/^[0-9A-F]{4}-[0-9A-F]{4}$/);
@@ -575,7 +565,7 @@ describe('config drive on a whole-disk image (writeConfigDriveWholeDisk through 
     expect(cdPart.size * SECTOR).toBeGreaterThanOrEqual(64 * MiB);
     expect(cdPart.size * SECTOR).toBeLessThan(65 * MiB);
     expect(readAt(part(disk!, 2), 0, cd.iso.length).equals(cd.iso)).toBe(true);
-    expect(await probe(part(disk!, 2))).toMatchObject({ TYPE: 'iso9660', LABEL: 'config-2' });
+    expect(await blkidTags(part(disk!, 2))).toMatchObject({ TYPE: 'iso9660', LABEL: 'config-2' });
     expect(await isoInfo(part(disk!, 2), '/openstack/latest/meta_data.json')).toEqual({ volumeId: 'config-2', content: cd.metaData });
 
     // Whole disk: "root uuid" is the MBR disk signature.
@@ -597,7 +587,7 @@ describe('config drive on a whole-disk image (writeConfigDriveWholeDisk through 
     expect(cdPart.start * SECTOR).toBe(disk!.sizeBytes - 64 * MiB);
     expect(cdPart.start + cdPart.size).toBe(disk!.sizeBytes / SECTOR);
     expect(readAt(part(disk!, 2), 0, cd.iso.length).equals(cd.iso)).toBe(true);
-    expect(await probe(part(disk!, 2))).toMatchObject({ TYPE: 'iso9660', LABEL: 'config-2' });
+    expect(await blkidTags(part(disk!, 2))).toMatchObject({ TYPE: 'iso9660', LABEL: 'config-2' });
     const sig = `0x${readAt(disk!.path, 440, 4).readUInt32LE(0).toString(16).padStart(8, '0')}`;
     expect(table.id).toBe(sig);
     expect(res?.result).toBe(`prepare_image: image (wd-mbr) written to device ${disk!.path} root_uuid=${sig}`);

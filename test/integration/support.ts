@@ -4,13 +4,14 @@
 import http from 'node:http';
 import net from 'node:net';
 import { readFile, writeFile, mkdtemp } from 'node:fs/promises';
-import { openSync, closeSync, readSync, writeSync, readdirSync } from 'node:fs';
+import { openSync, closeSync, writeSync, readdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'vitest';
 import { sh, type LoopDevice } from '../helpers/loop-device.js';
+export { readAt } from '../helpers/device-read.js';
 import type { AgentProcess } from '../helpers/agent-process.js';
 
 /** Flags every test agent gets: no conductor, simulated power, nothing read from this machine's kernel command line. */
@@ -250,22 +251,6 @@ export async function destroyLoop(dev: LoopDevice | undefined): Promise<void> {
   if (!dev) return;
   await forgetPartitions(dev).catch(() => undefined);
   await dev.destroy();
-}
-
-export function readAt(path: string, offset: number, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(length);
-    let done = 0;
-    while (done < length) {
-      const n = readSync(fd, buf, done, length - done, offset + done);
-      if (n === 0) break;
-      done += n;
-    }
-    return buf.subarray(0, done);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 export function writeAt(dev: LoopDevice, offset: number, data: Buffer): void {

@@ -17,7 +17,6 @@
 // agent: (c) runs an agent with --ignore-bootloader-failure and checks the failure was logged and
 // explained. Whole-disk images in UEFI mode get install_bootloader with root uuid 0x00000000, for
 // which the agent skips GRUB (as IPA): (a) and (b) run without the flag.
-import { closeSync, openSync, readSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -28,6 +27,7 @@ import { IronicServer, assertIronicInstalled, type IronicNode } from '../helpers
 import { createLoopDevice, sh, type LoopDevice } from '../helpers/loop-device.js';
 import { createNetNamespace, type NetNamespace } from '../helpers/netns.js';
 import { suiteLifecycle, type Teardown } from '../helpers/suite-lifecycle.js';
+import { blkidTags, readAt } from '../helpers/device-read.js';
 import { startImageServer, type ImageServer } from '../helpers/image-server.js';
 import {
   MiB,
@@ -100,22 +100,6 @@ async function startTheAgent(extra: string[]): Promise<AgentProcess> {
   });
 }
 
-function readAt(path: string, offset: number, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(length);
-    let done = 0;
-    while (done < length) {
-      const n = readSync(fd, buf, done, length - done, offset + done);
-      if (n === 0) break;
-      done += n;
-    }
-    return buf.subarray(0, done);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** The device's bytes equal the image's in [from, to) (compared in 8 MiB pieces). */
 function deviceMatches(img: Buffer, from: number, to: number): boolean {
   for (let off = from; off < to; off += 8 * MiB) {
@@ -146,16 +130,6 @@ interface SfdiskPart {
 async function sfdisk(): Promise<{ label: string; parts: SfdiskPart[] }> {
   const t = (JSON.parse(await must('sfdisk', ['--json', disk!.path])) as { partitiontable: { label: string; partitions?: SfdiskPart[] } }).partitiontable;
   return { label: t.label, parts: t.partitions ?? [] };
-}
-
-async function blkidTags(dev: string): Promise<Record<string, string>> {
-  const res = await sh('blkid', ['-p', '-o', 'export', dev]);
-  const tags: Record<string, string> = {};
-  for (const line of res.stdout.split('\n')) {
-    const i = line.indexOf('=');
-    if (i > 0) tags[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return tags;
 }
 
 /** A file's bytes out of an ext4 filesystem (image file or partition), with debugfs. */

@@ -2,7 +2,6 @@ import { describe, expect, it, type TestContext } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FORCED_MIN_GAP_MS, Heartbeater, RETRY_AFTER_FAILURE_MS, heartbeatInterval } from '../../src/agent/heartbeat.js';
 import { IronicClient } from '../../src/agent/ironic-client.js';
-import { silentLogger } from '../../src/agent/log.js';
 import { captureLog } from './support/log-capture.js';
 import { FakeIronic, NODE_UUID, TOKEN, ironicError, ironicRoot, startFakeIronic, unusedPort } from './support/fake-ironic.js';
 import { ACCEPTED, CA, CALLBACK, HB_PATH, gaps, rig, type Rig } from './support/heartbeat-rig.js';

@@ -6,7 +6,7 @@ import type { PartitionUuids } from '../../protocol/agent-commands.js';
 import { AgentError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Services } from '../services.js';
-import { diskByName, listDisks, type BlockDevice } from '../hardware/block-devices.js';
+import { diskByName, type BlockDevice } from '../hardware/block-devices.js';
 import { chooseInstallDevice } from '../hardware/install-device.js';
 import { eraseDiskMetadata, rescanPartitions } from '../hardware/erase.js';
 import { checksumError, createDigest, expectedDigest, type ExpectedDigest } from './checksum.js';

@@ -2,7 +2,7 @@
 // has no md driver): the partition table sfdisk sees, and the md v1 superblock of a member.
 import { execFileSync } from 'node:child_process';
 import { expect } from 'vitest';
-import { readAt } from '../../integration/support.js';
+import { readAt } from '../../helpers/device-read.js';
 
 export const MD_MAGIC = 0xa92b4efc;
 
