@@ -8,6 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { backsOnto } from './loop-device.js';
 
 const run = promisify(execFile);
 
@@ -45,8 +46,7 @@ export async function lateLoopDevice(sizeMiB: number): Promise<LateLoopDevice> {
     },
     async destroy() {
       if (attached) {
-        const { stdout } = await run('losetup', ['-n', '-O', 'BACK-FILE', path]).catch(() => ({ stdout: '' }));
-        if (stdout.trim() === file) await run('losetup', ['-d', path]).catch(() => undefined);
+        if (backsOnto(path, file)) await run('losetup', ['-d', path]).catch(() => undefined);
         attached = false;
       }
       // LOOP_CTL_REMOVE (0x4C81): drop the device losetup created, if it is free.

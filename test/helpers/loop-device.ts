@@ -17,8 +17,8 @@ export interface LoopDevice {
   detachNow(): void;
 }
 
-/** True when `path` is still the loop device of `file`. */
-function backsOnto(path: string, file: string): boolean {
+/** True when `path` is still the loop device of `file` (and not one that took its number since). */
+export function backsOnto(path: string, file: string): boolean {
   try {
     return execFileSync('losetup', ['-n', '-O', 'BACK-FILE', path], { encoding: 'utf8' }).trim() === file;
   } catch {
@@ -42,8 +42,7 @@ export async function createLoopDevice(sizeMiB: number): Promise<LoopDevice> {
       if (destroyed) return;
       destroyed = true;
       // Detach only if the device still points at our file.
-      const { stdout: info } = await run('losetup', ['-n', '-O', 'BACK-FILE', path]).catch(() => ({ stdout: '' }));
-      if (info.trim() === file) await run('losetup', ['-d', path]).catch(() => undefined);
+      if (backsOnto(path, file)) await run('losetup', ['-d', path]).catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
     },
     detachNow() {

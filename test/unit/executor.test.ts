@@ -8,7 +8,6 @@ import { CommandResult } from '../../src/protocol/commands.js';
 import { schemaErrors } from '../../src/protocol/validate.js';
 import { gate } from '../helpers/gate.js';
 
-
 const cmd = (name: string, mode: 'sync' | 'async', run: CommandDefinition['run'], params = Type.Object({}, { additionalProperties: true })): CommandDefinition => ({
   name,
   mode,
